@@ -1,0 +1,51 @@
+# The README's two commands are `make demo` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt
+DEPS := requirements/constraints.txt $(wildcard packages/*/pyproject.toml)
+export PIP_PROGRESS_BAR := off
+
+.PHONY: demo test lint typecheck docs unit bench install install-dev clean
+
+demo: $(VENV)/.runtime
+	$(BIN)/tokenlean demo
+
+test: $(VENV)/.dev lint typecheck docs unit
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements/runtime.txt $(DEPS) | $(BIN)/python
+	$(PIP) -r requirements/runtime.txt
+	$(BIN)/python -m tokenlean_core.offline
+	touch $@
+
+$(VENV)/.dev: requirements/dev.txt $(VENV)/.runtime
+	$(PIP) -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+docs: $(VENV)/.dev
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/render.py
+
+clean:
+	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis
