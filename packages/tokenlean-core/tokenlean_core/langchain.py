@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+from ._tiktoken_offline import seed_tiktoken_cache
 from .errors import BudgetExceededError, MissingDependencyError, TokenleanError
 from .ledger import Ledger, get_ledger
 from .records import Record
@@ -77,6 +78,10 @@ class _Run:
 
 
 def _model_from(metadata: dict[str, Any] | None, params: dict[str, Any] | None) -> str | None:
+    if metadata:
+        name = metadata.get("ls_model_name")
+        if isinstance(name, str) and name:
+            return name
     for source in (metadata or {}, params or {}):
         for key in ("ls_model_name", "model_name", "model", "model_id", "deployment_name"):
             value = source.get(key)
@@ -113,6 +118,8 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         self.default_model = default_model
         self.annotate_runs = annotate_runs
         self._runs: dict[UUID, _Run] = {}
+        # tiktoken-based token counts in LangChain itself (get_num_tokens) then work offline too
+        seed_tiktoken_cache()
         self._lock = threading.Lock()
 
     @property
@@ -153,7 +160,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         ledger = self.ledger
         if ledger.budgets:
             try:
-                prompt = count_tokens(run.messages, run.model)
+                prompt = int(count_tokens(run.messages, run.model))
             except TokenleanError:
                 prompt = 0
             try:
@@ -188,7 +195,9 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
                 raise
 
     @_never_breaks_the_chain
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
         run = self._runs.get(run_id)
         if run is not None and run.first_token is None:
             run.first_token = time.perf_counter()

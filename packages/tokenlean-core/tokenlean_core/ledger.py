@@ -19,6 +19,7 @@ from typing import Any
 from .errors import BudgetExceededError, TokenleanError
 from .prices import PriceTable, default_prices
 from .records import CALL, EVENT, OUTCOME, SAVING, SCOPE_FIELDS, Record, Scope, current_scope
+from .report import Report, build_report
 from .sinks import MemorySink, Sink
 from .usage import Usage
 
@@ -35,8 +36,8 @@ class LedgerWarning(RuntimeWarning):
 class Budget:
     """A cap on tokens and/or dollars per ``scope`` (request, session, tenant or task).
 
-    The ledger checks budgets before a call (handlers pass the prompt's size) and after each
-    recorded call; exceeding one raises :class:`BudgetExceededError`. ``key`` limits the budget
+    Budgets are checked before each call (the handlers pass the prompt's size): a call that would
+    exceed one raises :class:`BudgetExceededError` and is not made. ``key`` limits the budget
     to one scope value (one tenant, say); by default every value gets its own allowance.
     """
 
@@ -167,13 +168,15 @@ class Ledger:
     # ------------------------------------------------------------------ recording
 
     def record(self, record: Record) -> Record:
-        """Store a ready-made record (budgets are updated for ``llm_call`` records)."""
+        """Store a ready-made record (``llm_call`` records count against budgets).
+
+        Recording never raises for a budget: the call already happened and its answer must not be
+        lost. The next :meth:`check_budget` (which the handlers run before every call) raises.
+        """
         with self._lock:
             if record.kind == CALL:
                 self._charge(record)
             self._emit((record,))
-        if record.kind == CALL and self._budgets:
-            self._check(record.scope, 0, 0.0)
         return record
 
     def record_call(
@@ -192,7 +195,9 @@ class Ledger:
     ) -> Record:
         """Record one model call; ``usd`` is priced from ``usage`` when not given."""
         if not isinstance(usage, Usage):
-            raise TokenleanError(f"usage must be a tokenlean_core.Usage, got {type(usage).__name__}")
+            raise TokenleanError(
+                f"usage must be a tokenlean_core.Usage, got {type(usage).__name__}"
+            )
         if usd is None:
             usd = self.prices.cost(usage, model, provider)
         return self.record(
@@ -235,12 +240,10 @@ class Ledger:
             raise TokenleanError("record_saving needs a component name")
         if tokens_in < 0 or tokens_out < 0:
             raise TokenleanError(
-                f"saved tokens must not be negative (tokens_in={tokens_in}, tokens_out={tokens_out});"
-                " record a cost as an llm_call instead"
+                f"saved tokens must not be negative (tokens_in={tokens_in}, "
+                f"tokens_out={tokens_out}); record a cost as an llm_call instead"
             )
-        usage = Usage(
-            tokens_in + cache_read_tokens, tokens_out, cache_read_tokens, source="saving"
-        )
+        usage = Usage(tokens_in + cache_read_tokens, tokens_out, cache_read_tokens, source="saving")
         if usd is None and model:
             usd = self.prices.cost(usage, model)
         return self.record(
@@ -270,7 +273,10 @@ class Ledger:
         scope: Scope | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> Record:
-        """Record a named measurement, e.g. ``("cache", "hit")`` or ``("compress", "ratio", 2.4)``."""
+        """Record a named measurement, e.g. ``("cache", "hit")`` or ``("compress", "ratio", 2.4)``.
+
+        Cache components record ``hit``/``miss`` events; the report's cache hit rate reads them.
+        """
         return self.record(
             Record(
                 kind=EVENT,
@@ -329,9 +335,7 @@ class Ledger:
             slot[0] += tokens
             slot[1] += usd
 
-    def check_budget(
-        self, tokens: int = 0, usd: float = 0.0, scope: Scope | None = None
-    ) -> None:
+    def check_budget(self, tokens: int = 0, usd: float = 0.0, scope: Scope | None = None) -> None:
         """Raise :class:`BudgetExceededError` if spending ``tokens``/``usd`` more in ``scope``
         (default: the current one) would exceed a budget."""
         if self._budgets:
@@ -344,17 +348,17 @@ class Ledger:
                 continue
             spent_tokens, spent_usd = self.spent(b.scope, key)
             if b.max_tokens is not None and spent_tokens + tokens > b.max_tokens:
-                raise BudgetExceededError(b.scope, key, "tokens", b.max_tokens, spent_tokens + tokens)
+                raise BudgetExceededError(
+                    b.scope, key, "tokens", b.max_tokens, spent_tokens + tokens
+                )
             if b.max_usd is not None and spent_usd + usd > b.max_usd:
                 raise BudgetExceededError(b.scope, key, "usd", b.max_usd, spent_usd + usd)
 
     # ------------------------------------------------------------------ reporting
 
-    def report(self, **kwargs: Any) -> Any:
-        """A :class:`tokenlean_core.report.Report` over the records held in memory."""
-        from .report import build_report
-
-        return build_report(self.records(), **kwargs)
+    def report(self, *, where: dict[str, str] | None = None) -> Report:
+        """A :class:`~tokenlean_core.report.Report` over the records held in memory."""
+        return build_report(self.records(), where=where)
 
 
 _global: Ledger | None = None

@@ -13,7 +13,8 @@ Gemini, vLLM) or from ``additional_kwargs`` (``prompt_tokens``/``completion_toke
 LlamaIndex's OpenAI LLM reports it); otherwise tokenlean counts the prompt and the *final* answer
 with the model's tokenizer. Streaming is counted once, at the end, from the last response (which
 holds the whole answer) - never chunk by chunk, and never twice for a chat call that LlamaIndex
-implements through ``complete`` or vice versa (nested calls in the same span are deduplicated).
+implements through ``complete`` or vice versa (a call that starts inside an open call of the same
+LLM, in the same context, is the same call).
 
 LlamaIndex swallows exceptions raised by event handlers, so a budget cannot stop a LlamaIndex
 call from here: when one is exceeded the handler records a ``budget_exceeded`` event and warns.
@@ -22,6 +23,7 @@ Call :meth:`~tokenlean_core.Ledger.check_budget` where a hard stop is needed.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -30,13 +32,13 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
+from ._tiktoken_offline import seed_tiktoken_cache
 from .errors import BudgetExceededError, MissingDependencyError, TokenleanError
 from .ledger import Ledger, get_ledger
 from .tokenizers import count_tokens, get_tokenizer
 from .usage import Usage
 
 try:
-    from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.event_handlers import BaseEventHandler
     from llama_index.core.instrumentation.events import BaseEvent
     from llama_index.core.instrumentation.events.llm import (
@@ -47,6 +49,7 @@ try:
         LLMCompletionInProgressEvent,
         LLMCompletionStartEvent,
     )
+    from llama_index_instrumentation import get_dispatcher
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("llama-index-core", "llama-index") from exc
 
@@ -56,13 +59,20 @@ logger = logging.getLogger("tokenlean.core")
 
 
 class _Call:
-    __slots__ = ("depth", "first_token", "model", "start")
+    __slots__ = ("deltas", "first_token", "model", "model_dict", "start")
 
-    def __init__(self, model: str | None) -> None:
+    def __init__(self, model: str | None, model_dict: dict[str, Any]) -> None:
         self.start = time.perf_counter()
         self.first_token: float | None = None
         self.model = model
-        self.depth = 1
+        self.model_dict = model_dict
+        self.deltas: list[str] = []  # what a stream actually delivered
+
+
+# the LLM call open in this context, to recognise a chat implemented through complete
+_ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tokenlean_li_call", default=None
+)
 
 
 def _model_of(model_dict: dict[str, Any]) -> str | None:
@@ -91,25 +101,116 @@ def _usage_from_response(response: Any) -> Usage | None:
     return None
 
 
+class _Recorder:
+    """The handler's state and logic, kept off pydantic (private-attribute access there is slow)."""
+
+    def __init__(self, ledger: Ledger | None, component: str, default_model: str | None) -> None:
+        self.ledger = ledger
+        self.component = component
+        self.default_model = default_model
+        self.calls: dict[str, _Call] = {}
+        self.nested: set[str] = set()
+        self.lock = threading.Lock()
+        self.dispatch = {
+            LLMChatStartEvent: self.start,
+            LLMCompletionStartEvent: self.start,
+            LLMChatInProgressEvent: self.progress,
+            LLMCompletionInProgressEvent: self.progress,
+            LLMChatEndEvent: self.end,
+            LLMCompletionEndEvent: self.end,
+        }
+
+    def start(self, event: Any) -> None:
+        key = str(event.span_id or "")
+        parent = _ACTIVE.get()
+        with self.lock:
+            outer = self.calls.get(parent) if parent else None
+            if outer is not None and outer.model_dict == event.model_dict:
+                # the same LLM implementing chat through complete (or vice versa): one call
+                self.nested.add(key)
+                return
+            call = _Call(_model_of(event.model_dict) or self.default_model, event.model_dict)
+            self.calls[key] = call
+        _ACTIVE.set(key)
+        ledger = self.ledger or get_ledger()
+        if ledger.budgets:
+            if isinstance(event, LLMChatStartEvent):
+                prompt = int(count_tokens(event.messages, call.model))
+            else:
+                prompt = get_tokenizer(call.model).count(event.prompt)
+            try:
+                ledger.check_budget(tokens=prompt)
+            except BudgetExceededError as exc:
+                ledger.record_event(self.component, "budget_exceeded", detail={"error": str(exc)})
+                warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+
+    def progress(self, event: Any) -> None:
+        call = self.calls.get(str(event.span_id or ""))
+        if call is not None:
+            if call.first_token is None:
+                call.first_token = time.perf_counter()
+            delta = getattr(event.response, "delta", None)
+            if isinstance(delta, str):
+                call.deltas.append(delta)
+
+    def end(self, event: Any) -> None:
+        key = str(event.span_id or "")
+        with self.lock:
+            if key in self.nested:
+                self.nested.discard(key)
+                return
+            call = self.calls.pop(key, None)
+        if _ACTIVE.get() == key:
+            _ACTIVE.set(None)
+        self.record(event, call)
+
+    def record(self, event: LLMChatEndEvent | LLMCompletionEndEvent, call: _Call | None) -> None:
+        end = time.perf_counter()
+        model = (call.model if call else None) or self.default_model
+        response = event.response
+        usage = _usage_from_response(response)
+        if usage is None:
+            tok = get_tokenizer(model)
+            answer: str | None
+            if isinstance(event, LLMChatEndEvent):
+                prompt = int(count_tokens(event.messages, model))
+                answer = event.response.message.content if event.response is not None else ""
+            else:
+                prompt = tok.count(event.prompt)
+                answer = event.response.text if event.response is not None else ""
+            if call is not None and call.deltas:
+                answer = "".join(call.deltas)
+            usage = Usage(prompt, tok.count(answer or ""), exact=tok.exact, source="counted")
+        (self.ledger or get_ledger()).record_call(
+            model,
+            usage,
+            latency_s=(end - call.start) if call else None,
+            ttft_s=(call.first_token - call.start) if call and call.first_token else None,
+            component=self.component,
+            run_id=str(event.span_id) if event.span_id else None,
+        )
+
+
 class TokenleanEventHandler(BaseEventHandler):
     """Records LlamaIndex LLM calls (chat and completion, sync, async, streaming) in a ledger.
 
-    Attributes:
+    Args:
         ledger: where to record; ``None`` means the process-wide ledger.
-        component: the ledger component name for these calls.
-        default_model: the model to count and price calls as when the LLM does not name its model.
+        component: the ledger component name for these calls (set at construction).
+        default_model: the model to count and price calls as when the LLM does not name its model
+            (set at construction).
     """
 
     component: str = "llm"
     default_model: str | None = None
 
-    _ledger: Ledger | None = PrivateAttr(default=None)
-    _calls: dict[str, _Call] = PrivateAttr(default_factory=dict)
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+    _rec: _Recorder = PrivateAttr()
 
     def __init__(self, ledger: Ledger | None = None, **data: Any) -> None:
         super().__init__(**data)
-        self._ledger = ledger
+        self._rec = _Recorder(ledger, self.component, self.default_model)
+        # LlamaIndex's own default tokenizer is tiktoken's cl100k_base: make it load offline too
+        seed_tiktoken_cache()
 
     @classmethod
     def class_name(cls) -> str:
@@ -131,73 +232,18 @@ class TokenleanEventHandler(BaseEventHandler):
 
     @property
     def ledger(self) -> Ledger:
-        return self._ledger or get_ledger()
+        """The ledger calls are recorded in."""
+        return self._rec.ledger or get_ledger()
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        """Record LLM start, progress and end events; ignore every other event."""
+        rec = self._rec
+        fn = rec.dispatch.get(type(event))
+        if fn is None:
+            return
         try:
-            self._handle(event)
+            fn(event)
         except Exception:
-            logger.warning("tokenlean event handler failed on %s", event.class_name(), exc_info=True)
-
-    def _key(self, event: BaseEvent) -> str:
-        return str(event.span_id or "")
-
-    def _handle(self, event: BaseEvent) -> None:
-        if isinstance(event, (LLMChatStartEvent, LLMCompletionStartEvent)):
-            key = self._key(event)
-            with self._lock:
-                call = self._calls.get(key)
-                if call is not None:  # chat implemented through complete (or vice versa)
-                    call.depth += 1
-                    return
-                call = _Call(_model_of(event.model_dict) or self.default_model)
-                self._calls[key] = call
-            ledger = self.ledger
-            if ledger.budgets:
-                if isinstance(event, LLMChatStartEvent):
-                    prompt = int(count_tokens(event.messages, call.model))
-                else:
-                    prompt = get_tokenizer(call.model).count(event.prompt)
-                try:
-                    ledger.check_budget(tokens=prompt)
-                except BudgetExceededError as exc:
-                    ledger.record_event(self.component, "budget_exceeded", detail={"error": str(exc)})
-                    warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
-        elif isinstance(event, (LLMChatInProgressEvent, LLMCompletionInProgressEvent)):
-            call = self._calls.get(self._key(event))
-            if call is not None and call.first_token is None:
-                call.first_token = time.perf_counter()
-        elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
-            key = self._key(event)
-            with self._lock:
-                call = self._calls.get(key)
-                if call is not None:
-                    call.depth -= 1
-                    if call.depth > 0:
-                        return
-                    del self._calls[key]
-            self._record(event, call)
-
-    def _record(self, event: LLMChatEndEvent | LLMCompletionEndEvent, call: _Call | None) -> None:
-        end = time.perf_counter()
-        model = (call.model if call else None) or self.default_model
-        response = event.response
-        usage = _usage_from_response(response)
-        if usage is None:
-            tok_model = model
-            tok = get_tokenizer(tok_model)
-            if isinstance(event, LLMChatEndEvent):
-                prompt = int(count_tokens(event.messages, tok_model))
-                answer = (response.message.content or "") if response is not None else ""
-            else:
-                prompt = tok.count(event.prompt)
-                answer = response.text if response is not None else ""
-            usage = Usage(prompt, tok.count(answer or ""), exact=tok.exact, source="counted")
-        self.ledger.record_call(
-            model,
-            usage,
-            latency_s=(end - call.start) if call else None,
-            ttft_s=(call.first_token - call.start) if call and call.first_token else None,
-            component=self.component,
-            run_id=str(event.span_id) if event.span_id else None,
-        )
+            logger.warning(
+                "tokenlean event handler failed on %s", event.class_name(), exc_info=True
+            )

@@ -193,7 +193,7 @@ def normalize_messages(messages: Iterable[Any]) -> list[Message]:
 
     Raises :class:`TokenleanError` naming the message index when one cannot be read.
     """
-    if isinstance(messages, (str, bytes)) or isinstance(messages, Mapping):
+    if isinstance(messages, (str, bytes, Mapping)):
         raise TokenleanError("expected a sequence of messages, got a single value")
     out: list[Message] = []
     for i, msg in enumerate(messages):

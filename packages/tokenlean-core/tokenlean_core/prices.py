@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import PriceNotFoundError, TokenleanError
 from .usage import Usage
 
-__all__ = ["Price", "PriceTable", "PriceLike", "SelfHostedPrice", "default_prices"]
+__all__ = ["Price", "PriceLike", "PriceTable", "SelfHostedPrice", "default_prices"]
 
 logger = logging.getLogger("tokenlean.core")
 
@@ -61,7 +61,7 @@ class SelfHostedPrice:
     """The cost of tokens on hardware you run.
 
     ``usd_per_gpu_hour`` x ``gpus`` buys ``output_tokens_per_second`` of decoding throughput at
-    the deployment's usual load (measure it: ``tokenlean bench`` or vLLM's metrics). Prefill is
+    the deployment's usual load (measure it, e.g. from vLLM's metrics). Prefill is
     much cheaper than decoding; an input token costs ``input_weight`` of an output token and a
     prefix-cache hit ``cache_read_weight`` of an input token.
     """
@@ -175,7 +175,8 @@ class PriceTable:
         """Price ``model`` (or every model matching ``re:<regex>``) at ``price``."""
         if not isinstance(price, PriceLike):
             raise TokenleanError(
-                f"price for {model!r} must be a Price or SelfHostedPrice, got {type(price).__name__}"
+                f"price for {model!r} must be a Price or SelfHostedPrice, "
+                f"got {type(price).__name__}"
             )
         with self._lock:
             if model.startswith("re:"):

@@ -24,6 +24,15 @@ OUTCOME = "outcome"
 KINDS = (CALL, SAVING, EVENT, OUTCOME)
 
 
+def _show(value: Any) -> str:
+    """``repr`` for error messages: short, and safe for ints too long to print."""
+    try:
+        text = repr(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Who a record belongs to: a request, a session (conversation), a tenant and a task."""
@@ -44,7 +53,11 @@ class Scope:
                 yield name, value
 
 
-_SCOPE: contextvars.ContextVar[Scope] = contextvars.ContextVar("tokenlean_scope", default=Scope())
+# Scope is a frozen dataclass, so sharing one default instance is safe.
+_SCOPE: contextvars.ContextVar[Scope] = contextvars.ContextVar(
+    "tokenlean_scope",
+    default=Scope(),  # noqa: B039
+)
 
 
 def current_scope() -> Scope:
@@ -84,7 +97,9 @@ def scope(
     elif isinstance(request, str):
         req = request
     else:
-        raise TokenleanError(f"scope request must be a string or True, got {type(request).__name__}")
+        raise TokenleanError(
+            f"scope request must be a string or True, got {type(request).__name__}"
+        )
     new = _SCOPE.get().merged(request=req, session=session, tenant=tenant, task=task)
     token = _SCOPE.set(new)
     try:
@@ -138,28 +153,50 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
-        """Read a row written by :meth:`to_dict`; raises :class:`TokenleanError` naming the field."""
+        """Read a row written by :meth:`to_dict`.
+
+        Raises :class:`TokenleanError` naming the field."""
         for key in ("kind", "ts", "component"):
             if key not in data:
                 raise TokenleanError(f"ledger record has no {key!r} field")
         kind = data["kind"]
         if kind not in KINDS:
-            raise TokenleanError(f"ledger record field 'kind' is {kind!r}; expected one of {KINDS}")
+            raise TokenleanError(
+                f"ledger record field 'kind' is {_show(kind)}; expected one of {KINDS}"
+            )
+        raw_ts = data["ts"]
         try:
-            ts = float(data["ts"])
-        except (TypeError, ValueError):
-            raise TokenleanError(f"ledger record field 'ts' is not a number: {data['ts']!r}") from None
+            if isinstance(raw_ts, bool):
+                raise TypeError
+            ts = float(raw_ts)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
+            raise TokenleanError(
+                f"ledger record field 'ts' is not a number: {_show(raw_ts)}"
+            ) from None
 
         def num(key: str) -> float | None:
             v = data.get(key)
             if v is None:
                 return None
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TokenleanError(f"ledger record field {key!r} is not a number: {v!r}")
-            return float(v)
+                raise TokenleanError(f"ledger record field {key!r} is not a number: {_show(v)}")
+            try:
+                return float(v)
+            except OverflowError:
+                raise TokenleanError(f"ledger record field {key!r} is out of range") from None
+
+        def text(key: str) -> str | None:
+            v = data.get(key)
+            if v is not None and not isinstance(v, str):
+                raise TokenleanError(f"ledger record field {key!r} is not a string: {_show(v)}")
+            return v
 
         usage = data.get("usage")
-        detail = data.get("detail") or {}
+        if usage is not None and not isinstance(usage, Mapping):
+            raise TokenleanError("ledger record field 'usage' is not an object")
+        detail = data.get("detail")
+        if detail is None:
+            detail = {}
         if not isinstance(detail, Mapping):
             raise TokenleanError("ledger record field 'detail' is not an object")
         return cls(
@@ -167,14 +204,14 @@ class Record:
             ts=ts,
             component=str(data["component"]),
             scope=Scope(**{k: str(data[k]) for k in SCOPE_FIELDS if data.get(k) is not None}),
-            model=data.get("model"),
-            usage=Usage.from_dict(usage) if isinstance(usage, Mapping) else None,
+            model=text("model"),
+            usage=Usage.from_dict(usage) if usage is not None else None,
             usd=num("usd"),
             latency_s=num("latency_s"),
             ttft_s=num("ttft_s"),
-            name=data.get("name"),
+            name=text("name"),
             value=num("value"),
-            run_id=data.get("run_id"),
+            run_id=text("run_id"),
             detail=dict(detail),
         )
 
@@ -182,7 +219,9 @@ class Record:
     def from_json(cls, line: str) -> Record:
         try:
             data = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
+            # JSONDecodeError is a ValueError; so is an integer literal past Python's digit limit
+            # (sys.get_int_max_str_digits); RecursionError: arrays/objects nested too deep
             raise TokenleanError(f"ledger line is not JSON: {exc}") from None
         if not isinstance(data, Mapping):
             raise TokenleanError("ledger line is not a JSON object")

@@ -140,23 +140,53 @@ class Report:
         t = self.totals
         lines = ["tokenlean ledger report", "=" * 23]
         rows = [
-            ("LLM calls", f"{t.calls}" + (f" ({t.estimated_calls} estimated)" if t.estimated_calls else "")),
+            (
+                "LLM calls",
+                f"{t.calls}" + (f" ({t.estimated_calls} estimated)" if t.estimated_calls else ""),
+            ),
             ("input tokens", f"{t.input_tokens:,}"),
             ("  cache reads / writes", f"{t.cache_read_tokens:,} / {t.cache_write_tokens:,}"),
-            ("output tokens", f"{t.output_tokens:,}" + (f" ({t.reasoning_tokens:,} reasoning)" if t.reasoning_tokens else "")),
-            ("cost", f"${t.usd:.6f}" + (f" ({t.unpriced_calls} calls unpriced)" if t.unpriced_calls else "")),
-            ("tokens saved", f"{self.saved_tokens:,}" + (f" ({self.savings_share:.1%} of the counterfactual)" if self.savings_share else "")),
+            (
+                "output tokens",
+                f"{t.output_tokens:,}"
+                + (f" ({t.reasoning_tokens:,} reasoning)" if t.reasoning_tokens else ""),
+            ),
+            (
+                "cost",
+                f"${t.usd:.6f}"
+                + (f" ({t.unpriced_calls} calls unpriced)" if t.unpriced_calls else ""),
+            ),
+            (
+                "tokens saved",
+                f"{self.saved_tokens:,}"
+                + (
+                    f" ({self.savings_share:.1%} of the counterfactual)"
+                    if self.savings_share
+                    else ""
+                ),
+            ),
             ("dollars saved", f"${self.saved_usd:.6f}"),
-            ("cache hit rate", "-" if self.cache_hit_rate is None else f"{self.cache_hit_rate:.1%}"),
+            (
+                "cache hit rate",
+                "-" if self.cache_hit_rate is None else f"{self.cache_hit_rate:.1%}",
+            ),
             ("outcomes (ok / failed)", f"{self.successes} / {self.failures}"),
-            ("cost per success", "-" if self.cost_per_success is None else f"${self.cost_per_success:.6f}"),
+            (
+                "cost per success",
+                "-" if self.cost_per_success is None else f"${self.cost_per_success:.6f}",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
         lines += [f"{k:<{width}}  {v}" for k, v in rows]
         if self.savings:
             lines += ["", "savings by component"]
-            lines.append(f"  {'component':<14} {'count':>6} {'tokens in':>11} {'tokens out':>11} {'usd':>11} {'seconds':>9}")
-            for name, s in sorted(self.savings.items(), key=lambda kv: -(kv[1].tokens_in + kv[1].tokens_out)):
+            lines.append(
+                f"  {'component':<14} {'count':>6} {'tokens in':>11} {'tokens out':>11} "
+                f"{'usd':>11} {'seconds':>9}"
+            )
+            for name, s in sorted(
+                self.savings.items(), key=lambda kv: -(kv[1].tokens_in + kv[1].tokens_out)
+            ):
                 lines.append(
                     f"  {name:<14} {s.count:>6} {s.tokens_in:>11,} {s.tokens_out:>11,} "
                     f"{s.usd:>11.6f} {s.seconds:>9.3f}"
@@ -166,7 +196,8 @@ class Report:
             lines.append(f"  {'model':<28} {'calls':>6} {'input':>10} {'output':>10} {'usd':>11}")
             for name, m in sorted(self.by_model.items()):
                 lines.append(
-                    f"  {name[:28]:<28} {m.calls:>6} {m.input_tokens:>10,} {m.output_tokens:>10,} {m.usd:>11.6f}"
+                    f"  {name[:28]:<28} {m.calls:>6} {m.input_tokens:>10,} "
+                    f"{m.output_tokens:>10,} {m.usd:>11.6f}"
                 )
         if self.latency_by_bucket:
             lines += ["", "latency by prompt size (seconds)"]

