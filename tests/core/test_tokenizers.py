@@ -304,3 +304,22 @@ def test_repeated_prefix_is_memoised() -> None:
 
 def test_env_cache_dir_is_respected() -> None:
     assert tiktoken_cache_dir() == os.environ["TIKTOKEN_CACHE_DIR"]
+
+
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": TEXTS},
+    optional={"name": st.from_regex(r"[a-z_]{1,12}", fullmatch=True)},
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(MESSAGE, max_size=6))
+def test_plain_dict_fast_path_equals_the_general_path(messages: list[dict[str, str]]) -> None:
+    from tokenlean_core import Message
+
+    general = [Message(role=m["role"], content=m["content"], name=m.get("name")) for m in messages]
+    for model in ("gpt-4o", "gpt-4", "gpt-3.5-turbo-0301"):
+        fast = count_tokens(messages, model)
+        slow = count_tokens(general, model)
+        assert fast == slow
+        assert fast.exact == slow.exact

@@ -405,4 +405,33 @@ def count_tokens(
         return TokenCount(tok.count(value), tok.exact, tok.name)
     if isinstance(value, bytes):
         raise TokenleanError("count_tokens takes text, not bytes; decode it first")
+    if not tools and isinstance(tok, TiktokenTokenizer) and isinstance(value, (list, tuple)):
+        fast = _count_plain_dicts(tok, value)
+        if fast is not None:
+            return fast
     return tok.count_messages(normalize_messages(value), tools)
+
+
+_PLAIN_KEYS = frozenset(("role", "content", "name"))
+
+
+def _count_plain_dicts(tok: TiktokenTokenizer, messages: Sequence[Any]) -> TokenCount | None:
+    """The common case, without building Message objects: OpenAI dicts of text messages.
+
+    Returns None (take the general path) as soon as one message is anything else.
+    """
+    fmt = tok.chat_format
+    count = tok.count
+    total = fmt.reply_priming
+    for m in messages:
+        if type(m) is not dict or not _PLAIN_KEYS.issuperset(m):
+            return None
+        role, content, name = m.get("role"), m.get("content"), m.get("name")
+        if type(role) is not str or type(content) is not str:
+            return None
+        total += fmt.tokens_per_message + count(role) + count(content)
+        if name:
+            if type(name) is not str:
+                return None
+            total += count(name) + fmt.tokens_per_name
+    return TokenCount(total, tok.exact, tok.name)
