@@ -8,12 +8,12 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constra
 DEPS := requirements/constraints.txt $(wildcard packages/*/pyproject.toml)
 export PIP_PROGRESS_BAR := off
 
-.PHONY: demo test lint typecheck docs unit bench install install-dev clean
+.PHONY: demo test lint typecheck docs unit cookbook bench install install-dev clean
 
 demo: $(VENV)/.runtime
 	$(BIN)/tokenlean demo
 
-test: $(VENV)/.dev lint typecheck docs unit
+test: $(VENV)/.dev lint typecheck docs unit cookbook
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ install-dev: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/nbstripout --verify cookbook/*.ipynb
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
@@ -40,12 +41,24 @@ typecheck: $(VENV)/.dev
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-unit: $(VENV)/.dev
+unit: $(VENV)/.dev .redis/.ok
 	$(BIN)/pytest
 
-bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/core.py
+# every notebook runs top to bottom on local models (outputs stay stripped in git)
+cookbook: $(VENV)/.dev .redis/.ok
+	$(BIN)/pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=600 -o addopts="" cookbook
+
+# Redis Stack (search + JSON) for the cache/memory tests, installed under .redis by our own script
+.redis/.ok: scripts/redis-stack.sh
+	bash scripts/redis-stack.sh .redis
+
+$(VENV)/.bench: requirements/bench.txt $(VENV)/.dev
+	$(PIP) -r requirements/bench.txt
+	touch $@
+
+bench: $(VENV)/.bench .redis/.ok
+	for b in benchmarks/[a-z]*.py; do [ "$$b" = benchmarks/render.py ] || $(BIN)/python "$$b"; done
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .redis site .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -282,12 +282,30 @@ def test_prometheus_render() -> None:
 
 
 def test_opentelemetry_sink_records_metrics() -> None:
-    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from tokenlean_core import OpenTelemetrySink
 
-    led = ledger(OpenTelemetrySink(NoOpMeterProvider()))
-    led.record_call("m-small", Usage(1, 1), latency_s=0.1)
+    reader = InMemoryMetricReader()
+    led = ledger(OpenTelemetrySink(MeterProvider(metric_readers=[reader])))
+    with scope(tenant="acme"):
+        led.record_call("m-small", Usage(100, 7), latency_s=0.1)
+        led.record_saving("cache", 40, 5, model="m-small")
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[tuple[str, str], float] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for p in metric.data.data_points:
+                    kind = str(p.attributes.get("gen_ai.token.type", ""))
+                    assert p.attributes.get("tenant") == "acme"
+                    points[(metric.name, kind)] = getattr(p, "value", getattr(p, "sum", 0))
+    assert points[("tokenlean.tokens", "input")] == 100
+    assert points[("tokenlean.tokens", "output")] == 7
+    assert points[("tokenlean.saved_tokens", "")] == 45
+    assert points[("tokenlean.llm.duration", "")] == pytest.approx(0.1)
 
 
 def test_context_copies_into_threads() -> None:
