@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -117,10 +116,9 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         self.component = component
         self.default_model = default_model
         self.annotate_runs = annotate_runs
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: dict[UUID, _Run] = {}  # single get/set/pop operations: atomic under the GIL
         # tiktoken-based token counts in LangChain itself (get_num_tokens) then work offline too
         seed_tiktoken_cache()
-        self._lock = threading.Lock()
 
     @property
     def ledger(self) -> Ledger:
@@ -139,8 +137,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         run.model = _model_from(metadata, params) or self.default_model
         run.provider = (metadata or {}).get("ls_provider")
         run.metadata = metadata
-        with self._lock:
-            self._runs[run_id] = run
+        self._runs[run_id] = run
         return run
 
     @_never_breaks_the_chain
@@ -166,8 +163,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             try:
                 ledger.check_budget(tokens=int(prompt))
             except Exception:
-                with self._lock:
-                    self._runs.pop(run_id, None)
+                self._runs.pop(run_id, None)
                 raise
 
     @_never_breaks_the_chain
@@ -190,8 +186,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             try:
                 ledger.check_budget(tokens=sum(tok.count(p) for p in prompts))
             except Exception:
-                with self._lock:
-                    self._runs.pop(run_id, None)
+                self._runs.pop(run_id, None)
                 raise
 
     @_never_breaks_the_chain
@@ -213,8 +208,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
         if run is None:
             run = _Run()
         end = time.perf_counter()
@@ -233,8 +227,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
 
     @_never_breaks_the_chain
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
         self.ledger.record_event(
             self.component,
             "error",

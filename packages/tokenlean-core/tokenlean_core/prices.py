@@ -218,7 +218,9 @@ class PriceTable:
         """USD for ``usage`` on ``model``; None (and one warning per model) when unpriced."""
         if not model:
             return None
-        price = self.lookup(model, provider)
+        price = self._cache.get((model, provider), _MISSING)
+        if price is _MISSING:
+            price = self.lookup(model, provider)
         if price is None:
             if model not in self._warned:
                 self._warned.add(model)
@@ -229,7 +231,10 @@ class PriceTable:
                     model,
                 )
             return None
-        return price.cost(usage)
+        if type(price) is _GenaiPrice and usage.input_tokens <= TIERED_ABOVE:
+            return price.linear.cost(usage)  # skip a call layer on the hot path
+        cost: float = price.cost(usage)
+        return cost
 
     def require(self, model: str, provider: str | None = None) -> PriceLike:
         """Like :meth:`lookup` but raises :class:`PriceNotFoundError`."""
@@ -241,6 +246,7 @@ class PriceTable:
         return price
 
 
+_MISSING: Any = object()
 _default: PriceTable | None = None
 
 

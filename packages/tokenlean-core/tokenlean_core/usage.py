@@ -211,6 +211,14 @@ class Usage:
             else getattr(usage_metadata, "usage_metadata", usage_metadata)
         )
         data = meta if isinstance(meta, dict) else _as_mapping(meta)
+        if (
+            type(data) is dict
+            and "input_token_details" not in data
+            and "output_token_details" not in data
+        ):
+            i, o = data.get("input_tokens"), data.get("output_tokens")
+            if type(i) is int and type(o) is int and i >= 0 and o >= 0:  # the common case
+                return cls(i, o, 0, 0, 0, True, src)
         if data is None:
             raise UsageParseError("usage_metadata", "is missing", src)
         if "input_tokens" not in data and "output_tokens" not in data:
