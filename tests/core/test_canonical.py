@@ -985,3 +985,36 @@ def test_conversation_keys_are_stable_across_representations(messages: list[Any]
     lc = convert_to_messages(messages)
     assert canonicalize(lc) == canonicalize(messages)
     assert canonical_key(lc) == canonical_key(messages)
+
+
+def test_volatile_values_are_stripped_only_where_they_are_noise() -> None:
+    def convo(today: str, asked: str) -> list[dict[str, str]]:
+        return [
+            {
+                "role": "system",
+                "content": f"Today is {today}. Request id 3f2b6a1e-9c4d-4e8f-a1b2-c3d4e5f60718.",
+            },
+            {"role": "user", "content": f"What happened on {asked}?"},
+        ]
+
+    # the system prompt's date and id are noise: same key
+    assert canonical_key(convo("2026-11-22", "2020-01-01")) == canonical_key(
+        convo("2026-11-23", "2020-01-01")
+    )
+    # the user's date is the question: different keys
+    assert canonical_key(convo("2026-11-22", "2020-01-01")) != canonical_key(
+        convo("2026-11-22", "2020-01-02")
+    )
+    everywhere = CanonicalConfig(volatile_roles=None)
+    assert canonicalize(convo("2026-11-22", "2020-01-01"), everywhere) == canonicalize(
+        convo("2026-11-22", "2020-01-02"), everywhere
+    )
+    # "human" is an alias of "user", and roles are case-insensitive
+    assert "2020-01-01" in canonicalize(
+        [{"role": "Human", "content": "on 2020-01-01"}], CanonicalConfig(volatile_roles=("SYSTEM",))
+    )
+
+
+def test_volatile_roles_validation() -> None:
+    with pytest.raises(TokenleanError, match="volatile_roles"):
+        CanonicalConfig(volatile_roles="system")  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -190,6 +190,11 @@ class CanonicalConfig:
             Placeholders are literal text. Patterns run after lowercasing (and with
             ``lowercase=True`` placeholders are lowercased too: ``<date>``).
         extra_patterns: More ``(regex, placeholder)`` pairs, applied after ``volatile_patterns``.
+        volatile_roles: In a conversation, the roles whose messages get the volatile and extra
+            patterns (default: ``system`` and ``developer``, where "Today is ..." and request ids
+            live). Other messages keep their values: a user asking about 2026-11-22 and one
+            asking about 2026-11-23 must not share a cache key. ``None`` applies the patterns to
+            every message. Plain text (not messages) always gets them.
 
     Raises:
         TokenleanError: A regex does not compile (the message names it), matches the empty
@@ -202,6 +207,7 @@ class CanonicalConfig:
     lowercase: bool = False
     volatile_patterns: tuple[tuple[str, str], ...] = DEFAULT_VOLATILE_PATTERNS
     extra_patterns: tuple[tuple[str, str], ...] = ()
+    volatile_roles: tuple[str, ...] | None = ("system", "developer")
     _subs: tuple[tuple[re.Pattern[str], str, bool], ...] = field(
         init=False, repr=False, compare=False, default=()
     )
@@ -224,6 +230,16 @@ class CanonicalConfig:
         subs = _build_substitutions(triples)
         object.__setattr__(self, "_subs", subs)
         object.__setattr__(self, "_only_defaults", all(is_default for _, _, is_default in subs))
+        if self.volatile_roles is not None:
+            if isinstance(self.volatile_roles, str) or not all(
+                isinstance(r, str) for r in self.volatile_roles
+            ):
+                raise TokenleanError(
+                    f"CanonicalConfig.volatile_roles must be a tuple of role names or None, "
+                    f"got {self.volatile_roles!r}"
+                )
+            roles = tuple(r.strip().lower() for r in self.volatile_roles)
+            object.__setattr__(self, "volatile_roles", roles)
 
     @classmethod
     def with_extra_patterns(
@@ -513,12 +529,27 @@ def _tool_arguments(arguments: str, cfg: CanonicalConfig) -> str:
         return _canonical_text(arguments, cfg).replace("\n", "\\n")
 
 
+def _literal(cfg: CanonicalConfig) -> CanonicalConfig:
+    """``cfg`` without volatile/extra patterns, for messages whose values carry meaning."""
+    found: CanonicalConfig | None = cfg.__dict__.get("_literal_cfg")
+    if found is None:
+        found = replace(cfg, volatile_patterns=(), extra_patterns=(), volatile_roles=None)
+        object.__setattr__(cfg, "_literal_cfg", found)  # memo on the frozen config
+    return found
+
+
 def _render_message(msg: Message, raw: Any, cfg: CanonicalConfig) -> str:
     role = _label(_role(msg.role)) or "_"
     header = role
     if msg.name and role != "tool":
         header = f"{role}:{_label(msg.name)}"
     lines = [header]
+    if (
+        cfg.volatile_roles is not None
+        and cfg._subs
+        and role not in {_role(r) for r in cfg.volatile_roles}
+    ):
+        cfg = _literal(cfg)
     content = _canonical_text(msg.content, cfg) if msg.content else ""
     if content:
         lines.extend(f"| {line}" if line else "|" for line in content.split("\n"))
