@@ -205,3 +205,33 @@ def test_completion_llms_are_counted() -> None:
 
 def test_is_a_langchain_callback_handler() -> None:
     assert issubclass(TokenleanCallbackHandler, BaseCallbackHandler)
+
+
+def test_figures_reach_a_langsmith_trace() -> None:
+    """LangSmith's own tracer, with a client that keeps the runs it would post (no network)."""
+    from langchain_core.tracers.langchain import LangChainTracer
+    from langsmith import Client
+
+    class KeepRuns(Client):
+        def __init__(self) -> None:
+            super().__init__(api_key="test", api_url="http://127.0.0.1:9", auto_batch_tracing=False)
+            self.updates: list[dict[str, Any]] = []
+
+        def create_run(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def update_run(self, run_id: Any, **kwargs: Any) -> None:
+            self.updates.append(kwargs)
+
+    client = KeepRuns()
+    tracer = LangChainTracer(client=client, project_name="tokenlean-tests")
+    led = Ledger(prices=PRICES)
+    chain, handler = make(led, reported(1))
+    chain.invoke({"q": "hi"}, config={"callbacks": [handler, tracer]})
+    tracer.wait_for_futures()
+    llm_updates = [u for u in client.updates if (u.get("outputs") or {}).get("llm_output")]
+    assert len(llm_updates) == 1
+    figures = llm_updates[0]["outputs"]["llm_output"][METADATA_KEY]
+    assert figures["input_tokens"] == 120
+    assert figures["cache_read_tokens"] == 100
+    assert figures["usd"] == pytest.approx(led.records()[0].usd)

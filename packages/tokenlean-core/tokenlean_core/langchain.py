@@ -3,8 +3,9 @@
 Usage comes from the provider when it reports it (``AIMessage.usage_metadata``, or the legacy
 ``llm_output["token_usage"]``), streaming included; otherwise tokenlean counts the prompt and the
 answer itself with the model's tokenizer and marks the usage as counted (``source="counted"``).
-Each call's figures are put on the run's metadata under ``"tokenlean"``, so a LangSmith trace of
-the run shows them. Budgets are checked before each call; exceeding one raises
+Each call's figures are put under ``"tokenlean"`` on the run's metadata (in-process tracers, run
+collectors, ``astream_events``) and in the response's ``llm_output``, which LangSmith's tracer
+serialises into the run's outputs. Budgets are checked before each call; exceeding one raises
 :class:`~tokenlean_core.BudgetExceededError` out of ``invoke``/``stream``.
 
 Example::
@@ -222,8 +223,16 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             component=self.component,
             run_id=str(run_id),
         )
-        if self.annotate_runs and run.metadata is not None:
-            run.metadata[METADATA_KEY] = _figures(record)
+        if self.annotate_runs:
+            figures = _figures(record)
+            if run.metadata is not None:  # the dict in-process tracers keep for this run
+                run.metadata[METADATA_KEY] = figures
+            # LangSmith's tracer copies metadata when the run starts, but serialises the response
+            # when it ends: figures in llm_output reach the trace (the env-configured tracer is
+            # always called after the handlers passed in config)
+            if response.llm_output is None:
+                response.llm_output = {}
+            response.llm_output[METADATA_KEY] = figures
 
     @_never_breaks_the_chain
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
