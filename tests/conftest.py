@@ -12,3 +12,7 @@ import tempfile
 
 _TIKTOKEN_DIR = tempfile.mkdtemp(prefix="tokenlean-test-tiktoken-")
 os.environ["TIKTOKEN_CACHE_DIR"] = _TIKTOKEN_DIR
+
+from redis_stack import redis_server, redis_url  # noqa: E402  (shared session fixtures)
+
+__all__ = ["redis_server", "redis_url"]
