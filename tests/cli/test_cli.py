@@ -77,3 +77,17 @@ def test_demo_runs_offline_and_writes_a_ledger(tmp_path: Path) -> None:
     assert "LLM calls               6" in res.output
     assert "gpt-4o-mini" in res.output
     assert len(path.read_text().splitlines()) == 12  # 6 calls + 6 outcomes
+
+
+def test_component_commands_pass_their_arguments_through(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["cache", "calibrate", "--help"])
+    assert res.exit_code == 0
+    assert "--target-precision" in res.output
+    res = runner.invoke(cli, ["cache", "calibrate", str(tmp_path / "missing.csv")])
+    assert res.exit_code == 2
+    res = runner.invoke(cli, ["cache", "--help"])
+    assert "calibrate" in res.output
+    res = runner.invoke(cli, ["router", "train", "--help"])
+    assert res.exit_code == 0
+    assert "--strong-share" in res.output

@@ -91,6 +91,58 @@ def demo(ledger_path: Path | None) -> None:
     click.echo(run_demo(ledger_path))
 
 
+_PASSTHROUGH = {
+    "context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
+    "add_help_option": False,
+}
+
+
+def _run_component(module: str, func: str, package: str, args: tuple[str, ...]) -> None:
+    """Hand the remaining arguments to a component's own command-line entry point."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"{package} is not installed ({exc}); install it with `pip install '{package}[all]'`"
+        ) from exc
+    try:
+        code = getattr(mod, func)(list(args))
+    except TokenleanError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if code:
+        raise SystemExit(code)
+
+
+@cli.group()
+def cache() -> None:
+    """The semantic cache (tokenlean-cache)."""
+
+
+@cache.command("calibrate", **_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def cache_calibrate(args: tuple[str, ...]) -> None:
+    """Pick the similarity threshold that reaches a target hit precision on labelled query pairs.
+
+    Run `tokenlean cache calibrate --help` for its options.
+    """
+    _run_component("tokenlean_cache.cli", "calibrate_main", "tokenlean-cache", args)
+
+
+@cli.group()
+def router() -> None:
+    """The model router (tokenlean-router)."""
+
+
+@router.command("train", **_PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def router_train(args: tuple[str, ...]) -> None:
+    """Train a routing gate from labelled data (which model answered correctly) and calibrate
+    its threshold. Run `tokenlean router train --help` for its options."""
+    _run_component("tokenlean_router.cli", "train_main", "tokenlean-router", args)
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(cli.main(standalone_mode=True))
