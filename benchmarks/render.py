@@ -21,6 +21,25 @@ def _sections(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested ratio sections flattened to ``a.b`` names."""
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.extend(_flat(v, f"{prefix}{k}."))
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.3f}"
+
+
 def render() -> str:
     lines = [
         "# Benchmark results",
@@ -37,9 +56,8 @@ def render() -> str:
             if "skipped" in sec:
                 lines.append(f"| {path.stem} | {name} | skipped | {sec['skipped']} |")
                 continue
-            for ratio, value in sec["ratios"].items():
-                shown = "-" if value is None else f"{value:.3f}"
-                lines.append(f"| {path.stem} | {name} | {ratio} | {shown} |")
+            for ratio, value in _flat(sec["ratios"]):
+                lines.append(f"| {path.stem} | {name} | {ratio} | {_show(value)} |")
     return "\n".join(lines) + "\n"
 
 
