@@ -90,3 +90,31 @@ def test_train_main_cost_target_and_errors(tmp_path: Path) -> None:
     )
     assert "not found" in missing.getvalue()
     assert np.isfinite(GateModel.load(tmp_path / "g.npz").mean).all()
+
+
+def test_train_main_with_a_group_column_and_neighbours(tmp_path: Path) -> None:
+    texts, weak, strong = make_dataset(300, seed=4)
+    data = tmp_path / "grouped.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["prompt", "task", "small", "large"])
+        for i, (t, a, b) in enumerate(zip(texts, weak, strong, strict=True)):
+            w.writerow([t, "" if i % 10 == 0 else f"task{i % 3}", str(bool(a)), str(bool(b))])
+    out = io.StringIO()
+    code = train_main(
+        [str(data), "-o", str(tmp_path / "g.npz"), "--group-column", "task", "--neighbours", "10"],
+        embedder=HashingEmbedder(dim=64),
+        stdout=out,
+    )
+    assert code == 0, out.getvalue()
+    gate = GateModel.load(tmp_path / "g.npz")
+    assert gate.groups is not None and set(gate.groups.rates) == {"task0", "task1", "task2"}
+    assert gate.neighbours is not None and gate.neighbours.k == 10
+    calib = json.loads((tmp_path / "g.calibration.json").read_text())
+    assert calib["weak_column"] == "small" and calib["strong_column"] == "large"
+    bad = train_main(
+        [str(data), "-o", str(tmp_path / "x.npz"), "--group-column", "nope"],
+        embedder=HashingEmbedder(dim=64),
+        stdout=io.StringIO(),
+    )
+    assert bad == 2

@@ -238,3 +238,65 @@ def test_lexical_features_train_save_and_load(
             embedder=embedder,
             lexical_dim=3,
         )
+
+
+def test_neighbour_and_group_priors_blend_save_and_load(
+    dataset: dict[str, Any], embedder: HashingEmbedder, tmp_path: Path
+) -> None:
+    texts, weak, strong = dataset["texts"], dataset["weak"], dataset["strong"]
+    # a group label the gate can only learn from the labels: "g-hard" requests need the large
+    # model, whatever their text says
+    need_large = np.asarray(strong, bool) & ~np.asarray(weak, bool)
+    groups = ["g-hard" if x else "g-easy" for x in need_large]
+    emb = embedder(texts)
+    plain = train_gate(texts[:500], weak[:500], strong[:500], embeddings=emb[:500])
+    blended = train_gate(
+        texts[:500],
+        weak[:500],
+        strong[:500],
+        embeddings=emb[:500],
+        neighbours=15,
+        groups=groups[:500],
+    )
+    assert set(blended.blend) == {"logistic", "neighbours", "groups"}
+    held = texts[500:]
+    curve_plain = routellm_curve(plain.score(held, emb[500:]), weak[500:], strong[500:], 20)
+    with_groups = blended.score(held, emb[500:], groups=groups[500:])
+    curve_groups = routellm_curve(with_groups, weak[500:], strong[500:], 20)
+    assert curve_groups.apgr > curve_plain.apgr
+    # unknown/missing groups fall back to the global rates (no error, a constant prior)
+    no_groups = blended.score(held, emb[500:])
+    assert np.all(np.isfinite(no_groups))
+    assert not np.allclose(no_groups, with_groups)
+    # the kNN prior uses the training embeddings: a training text's neighbours include itself
+    nb = blended.neighbours
+    assert nb is not None and nb.k == 15 and nb.embeddings.shape == (500, emb.shape[1])
+    path = blended.save(tmp_path / "blended")
+    loaded = GateModel.load(path)
+    assert np.allclose(loaded.score(held, emb[500:], groups=groups[500:]), with_groups)
+    assert loaded.groups is not None and loaded.groups.rates == blended.groups.rates  # type: ignore[union-attr]
+    with pytest.raises(RouterConfigError, match="differ in length"):
+        blended.score(held, emb[500:], groups=["g-easy"])
+    with pytest.raises(RouterConfigError, match="unknown blend"):
+        train_gate(
+            texts[:50],
+            weak[:50],
+            strong[:50],
+            embeddings=emb[:50],
+            neighbours=5,
+            blend_weights={"nope": 1.0},
+        )
+
+
+def test_router_passes_the_group_to_the_gate(
+    dataset: dict[str, Any], embedder: HashingEmbedder
+) -> None:
+    texts, weak, strong = dataset["texts"][:400], dataset["weak"][:400], dataset["strong"][:400]
+    groups = ["a" if i % 2 else "b" for i in range(400)]
+    strong_b = [s if g == "a" else True for s, g in zip(strong, groups, strict=True)]
+    weak_b = [w if g == "a" else False for w, g in zip(weak, groups, strict=True)]
+    gate = train_gate(texts, weak_b, strong_b, embedder=embedder, groups=groups)
+    router = Router(TIERS, gate, embedder)
+    router.calibrate(texts[:200], 0.5, groups=groups[:200])
+    text = "What is the capital of Peru?"
+    assert router.decide(text, group="b").score > router.decide(text, group="a").score  # type: ignore[operator]

@@ -20,7 +20,7 @@ from .cascade import CascadePolicy, extract_final_answer, logprob_confidence, se
 from .embedders import HashingEmbedder, MiniLMEmbedder, as_embedding_function
 from .errors import AllTiersFailedError, GateFormatError, RouterConfigError, RouterError
 from .features import SIGNAL_NAMES, task_signals
-from .gate import GateModel, train_gate
+from .gate import GateModel, GroupPrior, NeighbourPrior, train_gate
 from .metrics import RouterCurve, apgr, oracle_scores, random_curve, routellm_curve
 from .router import Decision, Router, Tier, record_route
 from .verifier import ResponseVerifier, response_features, train_verifier
@@ -36,9 +36,11 @@ __all__ = [
     "Decision",
     "GateFormatError",
     "GateModel",
+    "GroupPrior",
     "HashingEmbedder",
     "MicroBatcher",
     "MiniLMEmbedder",
+    "NeighbourPrior",
     "ResponseVerifier",
     "Router",
     "RouterConfigError",

@@ -44,11 +44,16 @@ def _bool(v: Any, where: str) -> bool:
 
 
 def load_labelled(
-    path: Path, prompt_col: str, weak_col: str | None, strong_col: str | None
-) -> tuple[list[str], list[bool], list[bool], str, str]:
-    """Read (prompt, weak right, strong right) rows from CSV or JSONL.
+    path: Path,
+    prompt_col: str,
+    weak_col: str | None,
+    strong_col: str | None,
+    group_col: str | None = None,
+) -> tuple[list[str], list[bool], list[bool], str, str, list[str | None] | None]:
+    """Read (prompt, weak right, strong right[, group]) rows from CSV or JSONL.
 
-    Without explicit columns, the CSV's second and third columns are the weak and strong ones.
+    Without explicit columns, the first two columns other than the prompt (and group) columns are
+    the weak and strong ones. Empty group cells are unknown groups (None).
     """
     rows: list[dict[str, Any]] = []
     if path.suffix == ".jsonl":
@@ -63,7 +68,9 @@ def load_labelled(
             rows = list(reader)
     if not rows:
         raise RouterConfigError(f"{path} has no rows")
-    others = [c for c in cols if c != prompt_col]
+    if group_col is not None and group_col not in cols:
+        raise RouterConfigError(f"column {group_col!r} not found in {path} (columns: {cols})")
+    others = [c for c in cols if c not in (prompt_col, group_col)]
     weak_col = weak_col or (others[0] if others else None)
     strong_col = strong_col or (others[1] if len(others) > 1 else None)
     for c in (prompt_col, weak_col, strong_col):
@@ -73,7 +80,12 @@ def load_labelled(
     texts = [str(r[prompt_col]) for r in rows]
     weak = [_bool(r[weak_col], f"{path} {weak_col}") for r in rows]
     strong = [_bool(r[strong_col], f"{path} {strong_col}") for r in rows]
-    return texts, weak, strong, weak_col, strong_col
+    groups = (
+        None
+        if group_col is None
+        else [None if r.get(group_col) in (None, "") else str(r[group_col]) for r in rows]
+    )
+    return texts, weak, strong, weak_col, strong_col, groups
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="hashed word n-gram TF-IDF buckets (0 = off; 65536 helps on exam-like data)",
+    )
+    p.add_argument(
+        "--neighbours", type=int, default=0, help="blend in a kNN prior over K neighbours (0 = off)"
+    )
+    p.add_argument(
+        "--group-column",
+        default=None,
+        help="column with each request's group (task/subject/template): blend in a group prior",
     )
     p.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
     p.add_argument("--tokenizer-model", default=None, help="model whose tokenizer counts tokens")
@@ -146,8 +166,8 @@ def train_main(
         out.write("error: --holdout must be in (0, 1)\n")
         return 2
     try:
-        texts, weak, strong, wcol, scol = load_labelled(
-            args.data, args.prompt_column, args.weak_column, args.strong_column
+        texts, weak, strong, wcol, scol, groups = load_labelled(
+            args.data, args.prompt_column, args.weak_column, args.strong_column, args.group_column
         )
     except (OSError, RouterConfigError, json.JSONDecodeError) as exc:
         out.write(f"error: {exc}\n")
@@ -172,6 +192,8 @@ def train_main(
             objective=args.objective,
             l2=args.l2,
             lexical_dim=args.lexical_dim,
+            neighbours=args.neighbours,
+            groups=None if groups is None else [groups[i] for i in train],
             tokenizer_model=args.tokenizer_model,
             progress=bar,
         )
@@ -181,7 +203,11 @@ def train_main(
     from .embedders import as_embedding_function
 
     hold_texts = [texts[i] for i in hold]
-    scores = gate.score(hold_texts, as_embedding_function(embedder)(hold_texts))
+    scores = gate.score(
+        hold_texts,
+        as_embedding_function(embedder)(hold_texts),
+        groups=None if groups is None else [groups[i] for i in hold],
+    )
     if args.strong_share is not None:
         threshold = threshold_for_share(scores, args.strong_share)
     else:

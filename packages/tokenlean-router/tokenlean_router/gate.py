@@ -4,8 +4,18 @@ Features need no network: the request's embedding (any local embedder), its toke
 signals (:mod:`tokenlean_router.features`). The model is L2-regularised logistic regression fitted
 with Newton's method in numpy (deterministic: same data, same weights). Its score estimates the
 *gain* of the strong model over the weak one, ``P(strong right) - P(weak right)``, which is the
-quantity a router should rank by (RouteLLM's "strong win rate"). Saved as one ``.npz`` of arrays
-plus a JSON header: no pickle, nothing executable.
+quantity a router should rank by (RouteLLM's "strong win rate").
+
+Two optional priors can be blended with that logistic score (each standardised on the training
+data, then summed with weights):
+
+* **neighbours** - the similarity-weighted strong-minus-weak win rate among the ``k`` training
+  requests nearest in embedding space (cosine, kNN);
+* **groups** - a per-group (task, MMLU subject, prompt template, tenant...) strong and weak win
+  rate learned on the training data, shrunk towards the global rates; requests carry their group
+  at scoring time (unknown or missing groups get the global rates).
+
+Saved as one ``.npz`` of arrays plus a JSON header: no pickle, nothing executable.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import importlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +35,15 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import GateFormatError, RouterConfigError
 from .features import SIGNAL_NAMES, task_signals
 
-__all__ = ["GateModel", "Objective", "fit_logistic", "fit_logistic_lbfgs", "train_gate"]
+__all__ = [
+    "GateModel",
+    "GroupPrior",
+    "NeighbourPrior",
+    "Objective",
+    "fit_logistic",
+    "fit_logistic_lbfgs",
+    "train_gate",
+]
 
 logger = logging.getLogger("tokenlean.router")
 
@@ -81,6 +99,88 @@ class _Head:
         return _sigmoid(np.asarray(x @ self.weights, dtype=np.float64).ravel() + self.bias)
 
 
+def _unit_rows(x: ArrayLike) -> NDArray[np.float32]:
+    a = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    out: NDArray[np.float32] = (a / np.where(n > 0, n, np.float32(1.0))).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class NeighbourPrior:
+    """kNN prior: the similarity-weighted ``strong - weak`` correctness of the ``k`` nearest
+    training requests (cosine similarity of their embeddings)."""
+
+    embeddings: NDArray[np.float32]  # unit rows, one per training request
+    gain: NDArray[np.float32]  # strong_correct - weak_correct per training request
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise RouterConfigError("neighbours must be >= 1")
+        if len(self.embeddings) != len(self.gain):
+            raise RouterConfigError("neighbour embeddings and gains differ in length")
+
+    def score(self, embeddings: ArrayLike, *, exclude_self: bool = False) -> NDArray[np.float64]:
+        """The prior for each row of ``embeddings``; ``exclude_self`` drops each query's own
+        (most similar) training row - for scoring the training set itself (leave-one-out)."""
+        q = _unit_rows(embeddings)
+        k = min(self.k, len(self.gain) - (1 if exclude_self else 0))
+        if k < 1:
+            raise RouterConfigError("not enough training rows for the neighbour prior")
+        out = np.empty(len(q))
+        for start in range(0, len(q), 1024):  # bounded memory: 1024 x n_train similarities
+            sim = q[start : start + 1024] @ self.embeddings.T
+            if exclude_self:
+                rows = np.arange(sim.shape[0])
+                sim[rows, np.argmax(sim, axis=1)] = -np.inf
+            idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            w = np.clip(np.take_along_axis(sim, idx, axis=1), 1e-6, None).astype(np.float64)
+            out[start : start + len(sim)] = (w * self.gain[idx]).sum(axis=1) / w.sum(axis=1)
+        return out
+
+
+@dataclass(frozen=True)
+class GroupPrior:
+    """Per-group strong and weak win rates (additively smoothed towards the global rates)."""
+
+    rates: Mapping[str, tuple[float, float]]  # group -> (P(strong right), P(weak right))
+    default: tuple[float, float]
+
+    @classmethod
+    def fit(
+        cls,
+        groups: Sequence[str | None],
+        weak: NDArray[np.float64],
+        strong: NDArray[np.float64],
+        smoothing: float = 10.0,
+    ) -> GroupPrior:
+        if smoothing < 0:
+            raise RouterConfigError("group_smoothing must be >= 0")
+        gs, gw = float(strong.mean()), float(weak.mean())
+        sums: dict[str, list[float]] = {}
+        for g, w, s in zip(groups, weak, strong, strict=True):
+            if g is None:
+                continue
+            acc = sums.setdefault(str(g), [0.0, 0.0, 0.0])
+            acc[0] += float(s)
+            acc[1] += float(w)
+            acc[2] += 1.0
+        rates = {
+            g: ((a + smoothing * gs) / (n + smoothing), (b + smoothing * gw) / (n + smoothing))
+            for g, (a, b, n) in sorted(sums.items())
+        }
+        return cls(rates, (gs, gw))
+
+    def score(self, groups: Sequence[str | None]) -> NDArray[np.float64]:
+        """``P(strong right) - P(weak right)`` of each request's group."""
+        out = np.empty(len(groups))
+        for i, g in enumerate(groups):
+            s, w = self.default if g is None else self.rates.get(str(g), self.default)
+            out[i] = s - w
+        return out
+
+
 @dataclass(frozen=True)
 class GateModel:
     """A fitted gate: standardisation, one or two logistic heads and how to combine them.
@@ -99,6 +199,11 @@ class GateModel:
     embedder_name: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     idf: NDArray[np.float64] | None = None
+    neighbours: NeighbourPrior | None = None
+    groups: GroupPrior | None = None
+    blend: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    """component (``logistic``, ``neighbours``, ``groups``) -> (mean, std, weight) on the
+    training data; empty = the logistic score alone."""
 
     @property
     def n_dense(self) -> int:
@@ -149,10 +254,27 @@ class GateModel:
         return self.heads["strong_only"].prob(x)
 
     def score(
-        self, texts: Sequence[str], embeddings: ArrayLike, signals: ArrayLike | None = None
+        self,
+        texts: Sequence[str],
+        embeddings: ArrayLike,
+        signals: ArrayLike | None = None,
+        groups: Sequence[str | None] | None = None,
     ) -> NDArray[np.float64]:
-        """Higher score = the request needs the stronger model more."""
-        return self.score_features(self.features(texts, embeddings, signals))
+        """Higher score = the request needs the stronger model more.
+
+        ``groups`` (one per text, None = unknown) feed the group prior when the gate has one."""
+        base = self.score_features(self.features(texts, embeddings, signals))
+        if not self.blend:
+            return base
+        parts = {"logistic": base}
+        if self.neighbours is not None:
+            parts["neighbours"] = self.neighbours.score(embeddings)
+        if self.groups is not None:
+            gl: list[str | None] = [None] * len(texts) if groups is None else list(groups)
+            if len(gl) != len(texts):
+                raise RouterConfigError("texts and groups differ in length")
+            parts["groups"] = self.groups.score(gl)
+        return _blend(parts, self.blend)
 
     # -- persistence (npz arrays + JSON header; loaded with allow_pickle=False) -------------------
     def save(self, path: str | Path) -> Path:
@@ -172,6 +294,16 @@ class GateModel:
             "embedder_name": self.embedder_name,
             "info": self.info,
             "lexical_dim": self.lexical_dim,
+            "blend": {k: list(v) for k, v in self.blend.items()},
+            "neighbours_k": self.neighbours.k if self.neighbours is not None else 0,
+            "groups": (
+                None
+                if self.groups is None
+                else {
+                    "rates": {g: list(r) for g, r in self.groups.rates.items()},
+                    "default": list(self.groups.default),
+                }
+            ),
         }
         arrays: dict[str, NDArray[Any]] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
@@ -182,6 +314,9 @@ class GateModel:
             arrays[f"w_{name}"] = head.weights
         if self.idf is not None:
             arrays["idf"] = self.idf
+        if self.neighbours is not None:
+            arrays["nb_emb"] = self.neighbours.embeddings
+            arrays["nb_gain"] = self.neighbours.gain
         p.parent.mkdir(parents=True, exist_ok=True)
         with p.open("wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
@@ -223,6 +358,33 @@ class GateModel:
                         if int(header.get("lexical_dim") or 0)
                         else None
                     ),
+                    neighbours=(
+                        NeighbourPrior(
+                            np.asarray(data["nb_emb"], np.float32),
+                            np.asarray(data["nb_gain"], np.float32),
+                            int(header["neighbours_k"]),
+                        )
+                        if int(header.get("neighbours_k") or 0)
+                        else None
+                    ),
+                    groups=(
+                        GroupPrior(
+                            {
+                                str(g): (float(r[0]), float(r[1]))
+                                for g, r in header["groups"]["rates"].items()
+                            },
+                            (
+                                float(header["groups"]["default"][0]),
+                                float(header["groups"]["default"][1]),
+                            ),
+                        )
+                        if header.get("groups")
+                        else None
+                    ),
+                    blend={
+                        str(k): (float(v[0]), float(v[1]), float(v[2]))
+                        for k, v in (header.get("blend") or {}).items()
+                    },
                 )
         except GateFormatError:
             raise
@@ -246,6 +408,10 @@ def train_gate(
     l2: float = 3.0,
     use_signals: bool = True,
     lexical_dim: int = 0,
+    neighbours: int = 0,
+    groups: Sequence[str | None] | None = None,
+    group_smoothing: float = 10.0,
+    blend_weights: Mapping[str, float] | None = None,
     tokenizer_model: str | None = None,
     embedder_name: str | None = None,
     progress: Callable[[str, float], None] | None = None,
@@ -259,6 +425,12 @@ def train_gate(
     fraction)`` is called as training advances. ``lexical_dim > 0`` adds hashed word unigram and
     bigram TF-IDF features in that many buckets (e.g. ``2**16``; needs scipy), fitted jointly with
     L-BFGS: they help when requests repeat domain wording (MMLU-like exams).
+
+    ``neighbours=k`` (e.g. 50) blends in the kNN prior over the training embeddings (the gate
+    then stores them: ``n x dim`` float32); ``groups`` (one label per text: task, subject,
+    template...; None = unknown) blends in the per-group win-rate prior, smoothed with
+    ``group_smoothing`` pseudo-counts. Each component is standardised on the training data
+    (leave-one-out for the priors) and weighted by ``blend_weights`` (default 1 each).
     """
     texts = list(texts)
     weak = np.asarray(weak_correct, dtype=np.float64)
@@ -336,6 +508,40 @@ def train_gate(
         heads[name] = _Head(w, b)
         report("fit", (i + 1) / len(labels))
     logger.info("trained a %s gate on %d examples (%d features)", objective, len(texts), x.shape[1])
+    if neighbours < 0:
+        raise RouterConfigError("neighbours must be >= 0")
+    nb = (
+        NeighbourPrior(_unit_rows(emb), (strong - weak).astype(np.float32), int(neighbours))
+        if neighbours
+        else None
+    )
+    gp = None
+    loo_group: NDArray[np.float64] | None = None
+    if groups is not None:
+        gl = list(groups)
+        if len(gl) != len(texts):
+            raise RouterConfigError("texts and groups differ in length")
+        gp = GroupPrior.fit(gl, weak, strong, group_smoothing)
+        loo_group = _loo_group_gain(gl, weak, strong, group_smoothing, gp.default)
+    blend: dict[str, tuple[float, float, float]] = {}
+    if nb is not None or gp is not None:
+        weights = dict(blend_weights or {})
+        unknown = set(weights) - {"logistic", "neighbours", "groups"}
+        if unknown:
+            raise RouterConfigError(f"unknown blend components {sorted(unknown)}")
+        head_model = GateModel(objective, heads, mean, scale, d_emb, use_signals, idf=idf)
+        train_parts = {"logistic": head_model.score_features(x)}
+        if nb is not None:
+            train_parts["neighbours"] = nb.score(emb, exclude_self=True)
+        if loo_group is not None:
+            train_parts["groups"] = loo_group
+        for name, v in train_parts.items():
+            sd = float(v.std())
+            blend[name] = (
+                float(v.mean()),
+                sd if sd > 1e-12 else 1.0,
+                float(weights.get(name, 1.0)),
+            )
     return GateModel(
         objective=objective,
         heads=heads,
@@ -347,7 +553,46 @@ def train_gate(
         embedder_name=embedder_name,
         info={"n_train": len(texts), "l2": l2},
         idf=idf,
+        neighbours=nb,
+        groups=gp,
+        blend=blend,
     )
+
+
+def _loo_group_gain(
+    groups: Sequence[str | None],
+    weak: NDArray[np.float64],
+    strong: NDArray[np.float64],
+    smoothing: float,
+    default: tuple[float, float],
+) -> NDArray[np.float64]:
+    """Each training row's group prior computed without that row (no label leak)."""
+    sums: dict[str, NDArray[np.float64]] = {}
+    for g, w, s in zip(groups, weak, strong, strict=True):
+        if g is not None:
+            acc = sums.setdefault(str(g), np.zeros(3))
+            acc += (s, w, 1.0)
+    out = np.empty(len(groups))
+    for i, (g, w, s) in enumerate(zip(groups, weak, strong, strict=True)):
+        if g is None:
+            out[i] = default[0] - default[1]
+            continue
+        a, b, n = sums[str(g)] - (s, w, 1.0)
+        out[i] = (a + smoothing * default[0]) / (n + smoothing) - (b + smoothing * default[1]) / (
+            n + smoothing
+        )
+    return out
+
+
+def _blend(
+    parts: Mapping[str, NDArray[np.float64]], blend: Mapping[str, tuple[float, float, float]]
+) -> NDArray[np.float64]:
+    total = np.zeros_like(next(iter(parts.values())))
+    for name, (m, sd, w) in blend.items():
+        if name not in parts:
+            raise GateFormatError(f"the gate blends a {name!r} component it does not have")
+        total += w * (parts[name] - m) / sd
+    return total
 
 
 def _with_lexical(

@@ -15,9 +15,7 @@ micro-batching runner for ``abatch``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -54,9 +52,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .batching import BatchKey
-from .cascade import CascadePolicy, logprob_confidence, self_consistency
-from .errors import AllTiersFailedError, RouterConfigError
-from .router import Decision, Router, Tier, record_route
+from .cascade import CascadePolicy
+from .errors import RouterConfigError
+from .flow import (
+    Action,
+    Outcome,
+    ResultView,
+    Sample,
+    StreamState,
+    adrive,
+    adrive_stream,
+    dispatch,
+    drive,
+    drive_stream,
+    finish_route,
+    initial_decision,
+    route_flow,
+)
+from .router import Decision, Router, Tier
 
 __all__ = [
     "RouterChain",
@@ -101,14 +114,6 @@ def _usage_of(message: BaseMessage, messages: Sequence[BaseMessage], model: str)
     )
 
 
-def _fallback_order(chosen: int, n: int, floor: int = 0) -> list[int]:
-    """Chosen tier, then larger tiers, then smaller ones down to ``floor`` (nearest first).
-
-    A cascade escalation passes its new tier as the floor, so a failing larger model never sends
-    the request back to the small one it was escalated from."""
-    return [chosen, *range(chosen + 1, n), *range(chosen - 1, floor - 1, -1)]
-
-
 class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
     """Route each request to one of ``routes`` (chat models, smallest first, one per tier).
 
@@ -121,8 +126,12 @@ class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
         fallback: on an exception, try the next larger tiers then the smaller ones.
         exceptions_to_handle: which exceptions trigger the fallback.
         text_of: messages -> the text the gate scores (default: the last human message).
+        group_of: messages -> the request's group label for a gate trained with groups.
         ledger: where the saving vs the largest tier is recorded (default: the router's
             ledger, else the process-wide one).
+
+    Streaming with a cascade is "decide, then stream": the small model's answer is buffered until
+    its confidence is known; accepted, it is replayed; rejected, the next tier streams live.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -134,6 +143,7 @@ class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
     fallback: bool = True
     exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,)
     text_of: Callable[[Sequence[BaseMessage]], str] = last_human_text
+    group_of: Callable[[Sequence[BaseMessage]], str | None] | None = None
     ledger: Ledger | None = None
     record_savings: bool = True
     _tiers: tuple[Tier, ...] = PrivateAttr(default=())
@@ -141,18 +151,7 @@ class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # validated here, not in a pydantic validator, so the error stays a RouterConfigError
-        tiers = self.router.tiers if self.router is not None else tuple(self.tiers)
-        if not tiers:
-            tiers = tuple(Tier(f"tier{i}") for i in range(len(self.routes)))
-        if len(tiers) != len(self.routes):
-            raise RouterConfigError(
-                f"{len(self.routes)} routes for {len(tiers)} tiers: give one chat model per tier"
-            )
-        if len(tiers) < 2:
-            raise RouterConfigError("a router chain needs at least two routes")
-        if self.router is None and self.cascade is None:
-            raise RouterConfigError("give a router (gate), a cascade, or both")
-        self._tiers = tuple(tiers)
+        self._tiers = _check_tiers(self.router, self.tiers, len(self.routes), self.cascade)
 
     @property
     def InputType(self) -> Any:
@@ -162,132 +161,25 @@ class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
     def OutputType(self) -> Any:
         return BaseMessage
 
-    # -- decisions --------------------------------------------------------------------------------
-    def _initial(self, text: str) -> Decision:
-        if self.router is not None:
-            return self.router.decide(text)
-        return Decision(0, self._tiers[0].name, None, (), strategy="cascade")
-
-    async def _ainitial(self, text: str) -> Decision:
-        if self.router is not None:
-            return await self.router.adecide(text)
-        return Decision(0, self._tiers[0].name, None, (), strategy="cascade")
-
-    def _cascading(self, decision: Decision) -> bool:
-        return self.cascade is not None and decision.tier_index < len(self._tiers) - 1
-
-    def _child_config(self, config: RunnableConfig, run_manager: Any, route: dict[str, Any]) -> Any:
-        md = dict(config.get("metadata") or {})
-        md[METADATA_KEY] = route
-        child = patch_config(config, callbacks=run_manager.get_child())
-        child["metadata"] = md
-        return child
-
-    def _confidence(self, msg: BaseMessage, prompt: str, samples: Sequence[str]) -> float | None:
-        policy = self.cascade
-        assert policy is not None
-        if policy.method == "logprobs":
-            return logprob_confidence(
-                msg.response_metadata.get("logprobs"), reduce=policy.logprob_reduce
-            )
-        if policy.method == "verifier":
-            return policy.verify(prompt, msg.text)
-        return self_consistency([msg.text, *samples])[1]
-
-    async def _aconfidence(
-        self, msg: BaseMessage, prompt: str, samples: Sequence[str]
-    ) -> float | None:
-        policy = self.cascade
-        assert policy is not None
-        if policy.method == "verifier":
-            return await policy.averify(prompt, msg.text)
-        return self._confidence(msg, prompt, samples)
-
-    def _finish(
-        self,
-        decision: Decision,
-        msg: BaseMessage,
-        messages: Sequence[BaseMessage],
-        route: dict[str, Any],
-        extra_cost: float,
-        started: float,
-        run_id: Any,
-    ) -> BaseMessage:
-        route.clear()
-        route.update(decision.as_metadata())
-        if isinstance(msg, AIMessage):
-            msg.response_metadata[METADATA_KEY] = dict(route)
-        if self.record_savings:
-            tier = self._tiers[decision.tier_index]
-            usage = _usage_of(msg, messages, tier.name)
-            record_route(
-                self._ledger(),
-                self._tiers,
-                decision,
-                usage,
-                latency_s=None,
-                run_id=str(run_id) if run_id else None,
-                extra_cost_usd=extra_cost,
-            )
-        logger.debug(
-            "routed to %s (score=%s) in %.1f ms",
-            decision.tier,
-            decision.score,
-            (time.perf_counter() - started) * 1e3,
-        )
-        return msg
-
+    # -- I/O-free parts shared by the sync and async paths ---------------------------------------
     def _ledger(self) -> Ledger:
         if self.ledger is not None:
             return self.ledger
         return self.router.ledger if self.router is not None else get_ledger()
 
-    def _cost(self, tier_index: int, msg: BaseMessage, messages: Sequence[BaseMessage]) -> float:
-        tier = self._tiers[tier_index]
-        return tier.cost(_usage_of(msg, messages, tier.name)) or 0.0
+    def _group(self, messages: Sequence[BaseMessage]) -> str | None:
+        return None if self.group_of is None else self.group_of(messages)
 
-    # -- sync --------------------------------------------------------------------------------------
-    def _call_tier(
-        self,
-        decision: Decision,
-        messages: list[BaseMessage],
-        config: RunnableConfig,
-        rm: Any,
-        route: dict[str, Any],
-        floor: int = 0,
-    ) -> tuple[Decision, BaseMessage]:
-        errors: list[BaseException] = []
-        order = (
-            _fallback_order(decision.tier_index, len(self._tiers), floor)
-            if self.fallback
-            else [decision.tier_index]
-        )
-        for i in order:
-            d = (
-                decision
-                if i == decision.tier_index
-                else decision.with_(
-                    tier_index=i,
-                    tier=self._tiers[i].name,
-                    detail={**decision.detail, "fallback_from": decision.tier},
-                )
-            )
-            route.clear()
-            route.update(d.as_metadata())
-            try:
-                return d, self.routes[i].invoke(messages, self._child_config(config, rm, route))
-            except self.exceptions_to_handle as exc:
-                logger.warning("tier %s failed (%s); falling back", d.tier, type(exc).__name__)
-                errors.append(exc)
-        raise AllTiersFailedError(errors)
-
-    def invoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> BaseMessage:
+    def _start(
+        self, input: LanguageModelInput, config: RunnableConfig | None, asynchronous: bool
+    ) -> tuple[RunnableConfig, list[BaseMessage], dict[str, Any], Any, dict[str, Any]]:
+        """Messages, the route dict (shared with the run's metadata), the callback manager and
+        the ``on_chain_start`` arguments."""
         config = ensure_config(config)
         messages = messages_of(input)
         route: dict[str, Any] = {}
-        cm = CallbackManager.configure(
+        cls = AsyncCallbackManager if asynchronous else CallbackManager
+        cm = cls.configure(
             config.get("callbacks"),
             None,
             False,
@@ -297,359 +189,202 @@ class RouterChain(RunnableSerializable[LanguageModelInput, BaseMessage]):
             None,
         )
         cm.add_metadata({METADATA_KEY: route}, inherit=False)
-        rm = cm.on_chain_start(
-            None,
-            {"input": input},
-            run_id=config.pop("run_id", None),
-            name=config.get("run_name") or self.get_name(),
+        start_kwargs = {
+            "run_id": config.pop("run_id", None),
+            "name": config.get("run_name") or self.get_name(),
+        }
+        return config, messages, route, cm, start_kwargs
+
+    def _flow(
+        self, decision: Decision | None, messages: list[BaseMessage], text: str
+    ) -> Generator[Action, Any, Outcome[BaseMessage]]:
+        view: ResultView[BaseMessage] = ResultView(
+            text=lambda m: m.text,
+            logprobs=lambda m: m.response_metadata.get("logprobs"),
+            cost=lambda i, m: (
+                self._tiers[i].cost(_usage_of(m, messages, self._tiers[i].name)) or 0.0
+            ),
         )
-        started = time.perf_counter()
+        return route_flow(
+            self._tiers,
+            decision if decision is not None else initial_decision(self._tiers),
+            view,
+            prompt=text,
+            cascade=self.cascade,
+            fallback=self.fallback,
+            exceptions=self.exceptions_to_handle,
+        )
+
+    def _child(
+        self, config: RunnableConfig, rm: Any, route: dict[str, Any], d: Decision
+    ) -> RunnableConfig:
+        route.clear()
+        route.update(d.as_metadata())
+        md = dict(config.get("metadata") or {})
+        md[METADATA_KEY] = route
+        child = patch_config(config, callbacks=rm.get_child())
+        child["metadata"] = md
+        return child
+
+    def _finish(
+        self,
+        outcome: Outcome[BaseMessage],
+        messages: Sequence[BaseMessage],
+        route: dict[str, Any],
+        run_id: Any,
+    ) -> BaseMessage:
+        msg = outcome.result
+        tier = self._tiers[outcome.decision.tier_index]
+        meta = finish_route(
+            self._ledger(),
+            self._tiers,
+            outcome,
+            _usage_of(msg, messages, tier.name),
+            run_id=str(run_id) if run_id else None,
+            record_savings=self.record_savings,
+        )
+        route.clear()
+        route.update(meta)
+        if isinstance(msg, AIMessage):
+            msg.response_metadata[METADATA_KEY] = dict(meta)
+        logger.debug("routed to %s (score=%s)", tier.name, outcome.decision.score)
+        return msg
+
+    # -- the I/O: one small dispatcher per flavour ------------------------------------------------
+    def _run(self, a: Action, msgs: list[BaseMessage], cfg: Any, rm: Any, route: Any) -> Any:
+        return dispatch(
+            a,
+            lambda c: self.routes[c.tier_index].invoke(
+                msgs, self._child(cfg, rm, route, c.decision)
+            ),
+            lambda s: self.routes[s.decision.tier_index].batch(
+                [msgs] * s.n, self._child(cfg, rm, route, s.decision)
+            ),
+            lambda v: self._policy().verify(v.prompt, v.answer),
+        )
+
+    async def _arun(self, a: Action, msgs: list[BaseMessage], cfg: Any, rm: Any, route: Any) -> Any:
+        return await dispatch(
+            a,
+            lambda c: self.routes[c.tier_index].ainvoke(
+                msgs, self._child(cfg, rm, route, c.decision)
+            ),
+            lambda s: self.routes[s.decision.tier_index].abatch(
+                [msgs] * s.n, self._child(cfg, rm, route, s.decision)
+            ),
+            lambda v: self._policy().averify(v.prompt, v.answer),
+        )
+
+    def _policy(self) -> CascadePolicy:
+        assert self.cascade is not None  # the flow only verifies under a cascade
+        return self.cascade
+
+    # -- public API -------------------------------------------------------------------------------
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        config, messages, route, cm, start = self._start(input, config, False)
+        rm = cm.on_chain_start(None, {"input": input}, **start)
         try:
             text = self.text_of(messages)
-            decision = self._initial(text)
-            extra = 0.0
-            decision, msg = self._call_tier(decision, messages, config, rm, route)
-            while self._cascading(decision):
-                assert self.cascade is not None
-                samples: list[str] = []
-                if self.cascade.method == "self_consistency":
-                    outs = self.routes[decision.tier_index].batch(
-                        [messages] * (self.cascade.n_samples - 1),
-                        self._child_config(config, rm, route),
-                    )
-                    samples = [o.text for o in outs]
-                    extra += sum(self._cost(decision.tier_index, o, messages) for o in outs)
-                conf = self._confidence(msg, text, samples)
-                decision = decision.with_(confidence=conf)
-                if not self.cascade.should_escalate(conf):
-                    break
-                extra += self._cost(decision.tier_index, msg, messages)
-                nxt = decision.tier_index + 1
-                decision = decision.with_(
-                    tier_index=nxt,
-                    tier=self._tiers[nxt].name,
-                    strategy="cascade",
-                    escalated_from=decision.tier,
-                    confidence=conf,
-                )
-                decision, msg = self._call_tier(decision, messages, config, rm, route, nxt)
-            out = self._finish(decision, msg, messages, route, extra, started, rm.run_id)
+            d = self.router.decide(text, self._group(messages)) if self.router else None
+            outcome = drive(
+                self._flow(d, messages, text),
+                lambda a: self._run(a, messages, config, rm, route),
+            )
+            out = self._finish(outcome, messages, route, rm.run_id)
         except BaseException as exc:
             rm.on_chain_error(exc)
             raise
         rm.on_chain_end(out)
         return out
 
-    def stream(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[BaseMessage]:
-        config = ensure_config(config)
-        messages = messages_of(input)
-        route: dict[str, Any] = {}
-        cm = CallbackManager.configure(
-            config.get("callbacks"),
-            None,
-            False,
-            config.get("tags"),
-            None,
-            config.get("metadata"),
-            None,
-        )
-        cm.add_metadata({METADATA_KEY: route}, inherit=False)
-        rm = cm.on_chain_start(
-            None,
-            {"input": input},
-            run_id=config.pop("run_id", None),
-            name=config.get("run_name") or self.get_name(),
-        )
-        started = time.perf_counter()
-        final: BaseMessage | None = None
-        try:
-            text = self.text_of(messages)
-            decision = self._initial(text)
-            extra = 0.0
-            floor = 0
-            while True:
-                cascading = self._cascading(decision)
-                decision, chunks, _ = yield from self._stream_tier(
-                    decision, messages, config, rm, route, buffer=cascading, floor=floor
-                )
-                msg = _join(chunks)
-                if not cascading:
-                    final = msg
-                    break
-                assert self.cascade is not None
-                samples: list[str] = []
-                if self.cascade.method == "self_consistency":
-                    outs = self.routes[decision.tier_index].batch(
-                        [messages] * (self.cascade.n_samples - 1),
-                        self._child_config(config, rm, route),
-                    )
-                    samples = [o.text for o in outs]
-                    extra += sum(self._cost(decision.tier_index, o, messages) for o in outs)
-                conf = self._confidence(msg, text, samples)
-                decision = decision.with_(confidence=conf)
-                if not self.cascade.should_escalate(conf):
-                    yield from chunks  # accepted: release the buffered small-model answer
-                    final = msg
-                    break
-                extra += self._cost(decision.tier_index, msg, messages)
-                nxt = floor = decision.tier_index + 1
-                decision = decision.with_(
-                    tier_index=nxt,
-                    tier=self._tiers[nxt].name,
-                    strategy="cascade",
-                    escalated_from=decision.tier,
-                    confidence=conf,
-                )
-            self._finish(decision, final, messages, route, extra, started, rm.run_id)
-        except BaseException as exc:
-            rm.on_chain_error(exc)
-            raise
-        rm.on_chain_end(final)
-
-    def _stream_tier(
-        self,
-        decision: Decision,
-        messages: list[BaseMessage],
-        config: RunnableConfig,
-        rm: Any,
-        route: dict[str, Any],
-        *,
-        buffer: bool,
-        floor: int = 0,
-    ) -> Generator[BaseMessage, None, tuple[Decision, list[BaseMessage], bool]]:
-        errors: list[BaseException] = []
-        order = (
-            _fallback_order(decision.tier_index, len(self._tiers), floor)
-            if self.fallback
-            else [decision.tier_index]
-        )
-        for i in order:
-            d = (
-                decision
-                if i == decision.tier_index
-                else decision.with_(
-                    tier_index=i,
-                    tier=self._tiers[i].name,
-                    detail={**decision.detail, "fallback_from": decision.tier},
-                )
-            )
-            route.clear()
-            route.update(d.as_metadata())
-            chunks: list[BaseMessage] = []
-            try:
-                for chunk in self.routes[i].stream(messages, self._child_config(config, rm, route)):
-                    chunks.append(chunk)
-                    if not buffer:
-                        yield chunk
-                return d, chunks, not buffer
-            except self.exceptions_to_handle as exc:
-                if chunks and not buffer:
-                    raise  # part of the answer already reached the caller: cannot switch models
-                logger.warning("tier %s failed (%s); falling back", d.tier, type(exc).__name__)
-                errors.append(exc)
-        raise AllTiersFailedError(errors)
-
-    # -- async -------------------------------------------------------------------------------------
-    async def _acall_tier(
-        self,
-        decision: Decision,
-        messages: list[BaseMessage],
-        config: RunnableConfig,
-        rm: Any,
-        route: dict[str, Any],
-        floor: int = 0,
-    ) -> tuple[Decision, BaseMessage]:
-        errors: list[BaseException] = []
-        order = (
-            _fallback_order(decision.tier_index, len(self._tiers), floor)
-            if self.fallback
-            else [decision.tier_index]
-        )
-        for i in order:
-            d = (
-                decision
-                if i == decision.tier_index
-                else decision.with_(
-                    tier_index=i,
-                    tier=self._tiers[i].name,
-                    detail={**decision.detail, "fallback_from": decision.tier},
-                )
-            )
-            route.clear()
-            route.update(d.as_metadata())
-            try:
-                out = await self.routes[i].ainvoke(messages, self._child_config(config, rm, route))
-                return d, out
-            except self.exceptions_to_handle as exc:
-                logger.warning("tier %s failed (%s); falling back", d.tier, type(exc).__name__)
-                errors.append(exc)
-        raise AllTiersFailedError(errors)
-
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
-        config = ensure_config(config)
-        messages = messages_of(input)
-        route: dict[str, Any] = {}
-        cm = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            None,
-            False,
-            config.get("tags"),
-            None,
-            config.get("metadata"),
-            None,
-        )
-        cm.add_metadata({METADATA_KEY: route}, inherit=False)
-        rm = await cm.on_chain_start(
-            None,
-            {"input": input},
-            run_id=config.pop("run_id", None),
-            name=config.get("run_name") or self.get_name(),
-        )
-        started = time.perf_counter()
+        config, messages, route, cm, start = self._start(input, config, True)
+        rm = await cm.on_chain_start(None, {"input": input}, **start)
         try:
             text = self.text_of(messages)
-            decision = await self._ainitial(text)
-            extra = 0.0
-            decision, msg = await self._acall_tier(decision, messages, config, rm, route)
-            while self._cascading(decision):
-                assert self.cascade is not None
-                samples: list[str] = []
-                if self.cascade.method == "self_consistency":
-                    outs = await self.routes[decision.tier_index].abatch(
-                        [messages] * (self.cascade.n_samples - 1),
-                        self._child_config(config, rm, route),
-                    )
-                    samples = [o.text for o in outs]
-                    extra += sum(self._cost(decision.tier_index, o, messages) for o in outs)
-                conf = await self._aconfidence(msg, text, samples)
-                decision = decision.with_(confidence=conf)
-                if not self.cascade.should_escalate(conf):
-                    break
-                extra += self._cost(decision.tier_index, msg, messages)
-                nxt = decision.tier_index + 1
-                decision = decision.with_(
-                    tier_index=nxt,
-                    tier=self._tiers[nxt].name,
-                    strategy="cascade",
-                    escalated_from=decision.tier,
-                    confidence=conf,
-                )
-                decision, msg = await self._acall_tier(decision, messages, config, rm, route, nxt)
-            out = self._finish(decision, msg, messages, route, extra, started, rm.run_id)
+            d = await self.router.adecide(text, self._group(messages)) if self.router else None
+            outcome = await adrive(
+                self._flow(d, messages, text),
+                lambda a: self._arun(a, messages, config, rm, route),
+            )
+            out = self._finish(outcome, messages, route, rm.run_id)
         except BaseException as exc:
             await rm.on_chain_error(exc)
             raise
         await rm.on_chain_end(out)
         return out
 
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[BaseMessage]:
+        config, messages, route, cm, start = self._start(input, config, False)
+        rm = cm.on_chain_start(None, {"input": input}, **start)
+        state: StreamState[BaseMessage] = StreamState()
+        try:
+            text = self.text_of(messages)
+            d = self.router.decide(text, self._group(messages)) if self.router else None
+            yield from drive_stream(
+                self._flow(d, messages, text),
+                lambda c: self.routes[c.tier_index].stream(
+                    messages, self._child(config, rm, route, c.decision)
+                ),
+                _join,
+                lambda a: self._run(a, messages, config, rm, route),
+                state,
+            )
+            assert state.outcome is not None
+            out = self._finish(state.outcome, messages, route, rm.run_id)
+        except BaseException as exc:
+            rm.on_chain_error(exc)
+            raise
+        rm.on_chain_end(out)
+
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessage]:
-        config = ensure_config(config)
-        messages = messages_of(input)
-        route: dict[str, Any] = {}
-        cm = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            None,
-            False,
-            config.get("tags"),
-            None,
-            config.get("metadata"),
-            None,
-        )
-        cm.add_metadata({METADATA_KEY: route}, inherit=False)
-        rm = await cm.on_chain_start(
-            None,
-            {"input": input},
-            run_id=config.pop("run_id", None),
-            name=config.get("run_name") or self.get_name(),
-        )
-        started = time.perf_counter()
-        final: BaseMessage | None = None
+        config, messages, route, cm, start = self._start(input, config, True)
+        rm = await cm.on_chain_start(None, {"input": input}, **start)
+        state: StreamState[BaseMessage] = StreamState()
         try:
             text = self.text_of(messages)
-            decision = await self._ainitial(text)
-            extra = 0.0
-            floor = 0
-            while True:
-                cascading = self._cascading(decision)
-                errors: list[BaseException] = []
-                order = (
-                    _fallback_order(decision.tier_index, len(self._tiers), floor)
-                    if (self.fallback)
-                    else [decision.tier_index]
-                )
-                chunks: list[BaseMessage] = []
-                for i in order:
-                    d = (
-                        decision
-                        if i == decision.tier_index
-                        else decision.with_(
-                            tier_index=i,
-                            tier=self._tiers[i].name,
-                            detail={**decision.detail, "fallback_from": decision.tier},
-                        )
-                    )
-                    route.clear()
-                    route.update(d.as_metadata())
-                    chunks = []
-                    try:
-                        async for chunk in self.routes[i].astream(
-                            messages, self._child_config(config, rm, route)
-                        ):
-                            chunks.append(chunk)
-                            if not cascading:
-                                yield chunk
-                        decision = d
-                        break
-                    except self.exceptions_to_handle as exc:
-                        if chunks and not cascading:
-                            raise
-                        logger.warning(
-                            "tier %s failed (%s); falling back", d.tier, type(exc).__name__
-                        )
-                        errors.append(exc)
-                else:
-                    raise AllTiersFailedError(errors)
-                msg = _join(chunks)
-                if not cascading:
-                    final = msg
-                    break
-                assert self.cascade is not None
-                samples: list[str] = []
-                if self.cascade.method == "self_consistency":
-                    outs = await self.routes[decision.tier_index].abatch(
-                        [messages] * (self.cascade.n_samples - 1),
-                        self._child_config(config, rm, route),
-                    )
-                    samples = [o.text for o in outs]
-                    extra += sum(self._cost(decision.tier_index, o, messages) for o in outs)
-                conf = await self._aconfidence(msg, text, samples)
-                decision = decision.with_(confidence=conf)
-                if not self.cascade.should_escalate(conf):
-                    for c in chunks:
-                        yield c
-                    final = msg
-                    break
-                extra += self._cost(decision.tier_index, msg, messages)
-                nxt = floor = decision.tier_index + 1
-                decision = decision.with_(
-                    tier_index=nxt,
-                    tier=self._tiers[nxt].name,
-                    strategy="cascade",
-                    escalated_from=decision.tier,
-                    confidence=conf,
-                )
-            assert final is not None
-            self._finish(decision, final, messages, route, extra, started, rm.run_id)
+            d = await self.router.adecide(text, self._group(messages)) if self.router else None
+            async for chunk in adrive_stream(
+                self._flow(d, messages, text),
+                lambda c: self.routes[c.tier_index].astream(
+                    messages, self._child(config, rm, route, c.decision)
+                ),
+                _join,
+                lambda a: self._arun(a, messages, config, rm, route),
+                state,
+            ):
+                yield chunk
+            assert state.outcome is not None
+            out = self._finish(state.outcome, messages, route, rm.run_id)
         except BaseException as exc:
             await rm.on_chain_error(exc)
             raise
-        await rm.on_chain_end(final)
+        await rm.on_chain_end(out)
+
+
+def _check_tiers(
+    router: Router | None, tiers: Sequence[Tier], n_models: int, cascade: CascadePolicy | None
+) -> tuple[Tier, ...]:
+    out = router.tiers if router is not None else tuple(tiers)
+    if not out:
+        out = tuple(Tier(f"tier{i}") for i in range(n_models))
+    if len(out) != n_models:
+        raise RouterConfigError(
+            f"{n_models} routes for {len(out)} tiers: give one chat model per tier"
+        )
+    if len(out) < 2:
+        raise RouterConfigError("a router chain needs at least two routes")
+    if router is None and cascade is None:
+        raise RouterConfigError("give a router (gate), a cascade, or both")
+    return tuple(out)
 
 
 def _join(chunks: Sequence[BaseMessage]) -> BaseMessage:
@@ -676,11 +411,19 @@ except ImportError:  # pragma: no cover - langchain (not only langchain-core) is
 
 
 class RouterMiddleware(AgentMiddleware):
-    """LangChain 1.x agent middleware: each model call goes to the gate's tier.
+    """LangChain 1.x agent middleware: each model call goes to the gate's tier, and with a
+    ``cascade`` a small tier's answer whose confidence is low is escalated to the next tier.
 
-    ``models`` are chat models aligned with ``router.tiers`` (smallest first). On an exception the
-    call falls back to the next larger tiers, then smaller ones. The decision is written to the
-    answer's ``response_metadata["tokenlean_route"]`` and the saving to the ledger.
+    ``models`` are chat models aligned with ``router.tiers`` (or ``tiers`` when ``router`` is
+    None: a pure cascade starting at the smallest). On an exception the call falls back to the
+    next larger tiers, then smaller ones. The decision (tier, score, threshold, confidence,
+    escalation) is written to the answer's ``response_metadata["tokenlean_route"]``, the saving
+    (net of discarded cheap answers) to the ledger, plus an ``escalated`` ledger event.
+
+    Streaming: the middleware wraps the agent's model call, so in an agent streamed with
+    ``stream_mode="messages"`` the tokens of a cheap answer that the cascade then rejects are
+    still emitted (tagged with that call's model); the agent's state keeps only the accepted
+    answer. Use :class:`RouterChain` for decide-then-stream.
 
     Example::
 
@@ -690,88 +433,125 @@ class RouterMiddleware(AgentMiddleware):
 
     def __init__(
         self,
-        router: Router,
+        router: Router | None,
         models: Sequence[BaseChatModel],
         *,
+        cascade: CascadePolicy | None = None,
+        tiers: Sequence[Tier | str] | None = None,
         fallback: bool = True,
         text_of: Callable[[Sequence[BaseMessage]], str] = last_human_text,
+        group_of: Callable[[Sequence[BaseMessage]], str | None] | None = None,
         ledger: Ledger | None = None,
     ) -> None:
         if not _HAVE_AGENTS:
             raise MissingDependencyError("langchain", "langchain", "tokenlean-router")
         super().__init__()
-        if len(models) != len(router.tiers):
-            raise RouterConfigError(
-                f"{len(models)} models for {len(router.tiers)} tiers: one chat model per tier"
-            )
+        named = [t if isinstance(t, Tier) else Tier(t) for t in tiers or ()]
+        self.tiers = _check_tiers(router, named, len(models), cascade)
         self.router = router
         self.models = list(models)
+        self.cascade = cascade
         self.fallback = fallback
         self.text_of = text_of
+        self.group_of = group_of
         self.ledger = ledger
 
-    def _record(self, d: Decision, response: Any, messages: Sequence[BaseMessage]) -> None:
-        msgs = getattr(response, "result", None) or (
-            [response] if isinstance(response, BaseMessage) else []
+    def _flow(
+        self, decision: Decision | None, messages: Sequence[BaseMessage], text: str
+    ) -> Generator[Action, Any, Outcome[Any]]:
+        def cost(i: int, response: Any) -> float:
+            ai = _ai_of(response)
+            if ai is None:
+                return 0.0
+            return self.tiers[i].cost(_usage_of(ai, messages, self.tiers[i].name)) or 0.0
+
+        view: ResultView[Any] = ResultView(
+            text=lambda r: ai.text if (ai := _ai_of(r)) is not None else "",
+            logprobs=lambda r: (
+                ai.response_metadata.get("logprobs") if (ai := _ai_of(r)) is not None else None
+            ),
+            cost=cost,
         )
-        ai = next((m for m in reversed(msgs) if isinstance(m, AIMessage)), None)
-        if ai is None:
-            return
-        ai.response_metadata[METADATA_KEY] = d.as_metadata()
-        record_route(
-            self.ledger if self.ledger is not None else self.router.ledger,
-            self.router.tiers,
-            d,
-            _usage_of(ai, messages, d.tier),
+        return route_flow(
+            self.tiers,
+            decision if decision is not None else initial_decision(self.tiers),
+            view,
+            prompt=text,
+            cascade=self.cascade,
+            fallback=self.fallback,
+            reraise=_is_bubble_up,
         )
 
-    def _attempts(self, decision: Decision) -> list[Decision]:
-        n = len(self.models)
-        order = _fallback_order(decision.tier_index, n) if self.fallback else [decision.tier_index]
-        return [
-            decision
-            if i == decision.tier_index
-            else decision.with_(
-                tier_index=i,
-                tier=self.router.tiers[i].name,
-                detail={"fallback_from": decision.tier},
-            )
-            for i in order
-        ]
+    def _record(self, outcome: Outcome[Any], messages: Sequence[BaseMessage]) -> None:
+        ai = _ai_of(outcome.result)
+        if ai is None:
+            return
+        tier = self.tiers[outcome.decision.tier_index]
+        ledger = self.ledger if self.ledger is not None else self._router_ledger()
+        meta = finish_route(ledger, self.tiers, outcome, _usage_of(ai, messages, tier.name))
+        ai.response_metadata[METADATA_KEY] = meta
+
+    def _policy(self) -> CascadePolicy:
+        assert self.cascade is not None  # the flow only verifies under a cascade
+        return self.cascade
+
+    def _router_ledger(self) -> Ledger:
+        return self.router.ledger if self.router is not None else get_ledger()
+
+    def _text_group(self, request: ModelRequest) -> tuple[str, str | None]:
+        msgs = request.messages
+        return self.text_of(msgs), None if self.group_of is None else self.group_of(msgs)
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> Any:
-        decision = self.router.decide(self.text_of(request.messages))
-        errors: list[BaseException] = []
-        for d in self._attempts(decision):
-            try:
-                response = handler(request.override(model=self.models[d.tier_index]))
-            except Exception as exc:
-                if type(exc).__name__ == "GraphBubbleUp" or _is_bubble_up(exc):
-                    raise
-                errors.append(exc)
-                continue
-            self._record(d, response, request.messages)
-            return response
-        raise AllTiersFailedError(errors)
+        text, group = self._text_group(request)
+        decision = self.router.decide(text, group) if self.router is not None else None
+
+        def run(action: Action) -> Any:
+            return dispatch(
+                action,
+                lambda c: handler(request.override(model=self.models[c.tier_index])),
+                lambda s: [
+                    handler(request.override(model=self.models[s.decision.tier_index]))
+                    for _ in range(s.n)
+                ],
+                lambda v: self._policy().verify(v.prompt, v.answer),
+            )
+
+        outcome = drive(self._flow(decision, request.messages, text), run)
+        self._record(outcome, request.messages)
+        return outcome.result
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> Any:
-        decision = await self.router.adecide(self.text_of(request.messages))
-        errors: list[BaseException] = []
-        for d in self._attempts(decision):
-            try:
-                response = await handler(request.override(model=self.models[d.tier_index]))
-            except Exception as exc:
-                if _is_bubble_up(exc):
-                    raise
-                errors.append(exc)
-                continue
-            self._record(d, response, request.messages)
-            return response
-        raise AllTiersFailedError(errors)
+        text, group = self._text_group(request)
+        decision = await self.router.adecide(text, group) if self.router is not None else None
+
+        async def samples(s: Sample) -> list[Any]:
+            model = self.models[s.decision.tier_index]
+            return [await handler(request.override(model=model)) for _ in range(s.n)]
+
+        async def run(action: Action) -> Any:
+            return await dispatch(
+                action,
+                lambda c: handler(request.override(model=self.models[c.tier_index])),
+                samples,
+                lambda v: self._policy().averify(v.prompt, v.answer),
+            )
+
+        outcome = await adrive(self._flow(decision, request.messages, text), run)
+        self._record(outcome, request.messages)
+        return outcome.result
+
+
+def _ai_of(response: Any) -> AIMessage | None:
+    """The last AI message of a model response (``ModelResponse.result`` or a message)."""
+    msgs = getattr(response, "result", None) or (
+        [response] if isinstance(response, BaseMessage) else []
+    )
+    return next((m for m in reversed(msgs) if isinstance(m, AIMessage)), None)
 
 
 def _is_bubble_up(exc: BaseException) -> bool:
@@ -804,6 +584,3 @@ def chat_model_batch_runner(
         return list(await runnable.abatch(items))
 
     return run
-
-
-_ = asyncio  # asyncio is used by the async paths' type context

@@ -177,30 +177,38 @@ class Router:
         self.thresholds = ts
 
     # -- scoring -----------------------------------------------------------------------------------
-    def scores(self, texts: Sequence[str]) -> NDArray[np.float64]:
-        """The gate's scores for ``texts`` (higher = needs a larger model)."""
+    def scores(
+        self, texts: Sequence[str], groups: Sequence[str | None] | None = None
+    ) -> NDArray[np.float64]:
+        """The gate's scores for ``texts`` (higher = needs a larger model); ``groups`` are the
+        requests' group labels for a gate trained with a group prior (None = unknown)."""
         texts = _check_texts(texts)
         if not texts:
             return np.zeros(0)
-        return self.gate.score(texts, self._embed(list(texts)))
+        return self.gate.score(texts, self._embed(list(texts)), groups=groups)
 
     def tier_for_score(self, score: float) -> int:
         return bisect.bisect_right(self.thresholds, score)
 
-    def decide(self, text: str) -> Decision:
-        """Route one request (its text: the prompt, or the conversation rendered as text)."""
-        return self.decide_many([text])[0]
+    def decide(self, text: str, group: str | None = None) -> Decision:
+        """Route one request (its text: the prompt, or the conversation rendered as text;
+        ``group``: its task/subject label when the gate was trained with groups)."""
+        return self.decide_many([text], None if group is None else [group])[0]
 
-    def decide_many(self, texts: Sequence[str]) -> list[Decision]:
-        scores = self.scores(texts)
+    def decide_many(
+        self, texts: Sequence[str], groups: Sequence[str | None] | None = None
+    ) -> list[Decision]:
+        scores = self.scores(texts, groups)
         return [self._decision(float(s)) for s in scores]
 
-    async def adecide(self, text: str) -> Decision:
+    async def adecide(self, text: str, group: str | None = None) -> Decision:
         """Async twin of :meth:`decide`: the (CPU-bound) embedding runs in a worker thread."""
-        return (await self.adecide_many([text]))[0]
+        return (await self.adecide_many([text], None if group is None else [group]))[0]
 
-    async def adecide_many(self, texts: Sequence[str]) -> list[Decision]:
-        return await asyncio.to_thread(self.decide_many, list(texts))
+    async def adecide_many(
+        self, texts: Sequence[str], groups: Sequence[str | None] | None = None
+    ) -> list[Decision]:
+        return await asyncio.to_thread(self.decide_many, list(texts), groups)
 
     def _decision(self, score: float) -> Decision:
         i = self.tier_for_score(score)
@@ -215,15 +223,17 @@ class Router:
         target_cost: float | None = None,
         tokens_in: ArrayLike | int | None = None,
         tokens_out: ArrayLike | int = 0,
+        groups: Sequence[str | None] | None = None,
     ) -> tuple[float, ...]:
         """Set the thresholds from held-out requests and return them.
 
         Either ``strong_share`` (two tiers: the share of requests for the large tier; more tiers: a
         sequence, share at tier ``i + 1`` or above, non-increasing) or ``target_cost`` (mean USD per
         request, two tiers, priced via the tiers' prices from ``tokens_in``/``tokens_out`` per
-        request; ``tokens_in`` defaults to each text's token count).
+        request; ``tokens_in`` defaults to each text's token count). ``groups``: the held-out
+        requests' group labels, for a gate with a group prior.
         """
-        scores = self.scores(held_out_texts)
+        scores = self.scores(held_out_texts, groups)
         return self.calibrate_scores(
             scores,
             strong_share,
