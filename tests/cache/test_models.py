@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenlean_cache import EmbeddedStore, MiniLMEmbedder, SemanticCache
-from tokenlean_core import Ledger, MemorySink
+from tokenlean_core import Ledger, MemorySink, TokenleanError
 
 pytestmark = pytest.mark.models
 
@@ -44,3 +45,18 @@ async def test_async_lookup_with_minilm(engine: SemanticCache) -> None:
     assert hit is not None and hit.payload == "Use 'Forgot password'."
     sync = engine.lookup("How can I reset my password?", model="m")
     assert sync is not None and sync.distance == pytest.approx(hit.distance, abs=1e-6)
+
+
+def test_single_thread_query_path_gives_the_batch_vectors(minilm: MiniLMEmbedder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    texts = [f"How do I close account number {i} online?" for i in range(10)]
+    batch = minilm._encode(texts)  # > 8 texts: torch's own threads
+    assert torch.get_num_threads() == before
+    for text, vec in zip(texts[:3], batch[:3], strict=True):
+        one = minilm._encode([text])  # the per-query path: one intra-op thread
+        assert np.abs(one[0] - vec).max() < 1e-5
+    assert torch.get_num_threads() == before
+    with pytest.raises(TokenleanError, match="query_threads"):
+        MiniLMEmbedder(query_threads=0)

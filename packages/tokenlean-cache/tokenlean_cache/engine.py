@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import logging
 import time
@@ -176,6 +177,7 @@ class PreparedQuery:
     model: str | None
 
 
+@functools.lru_cache(maxsize=1024)
 def _hash_tenant(tenant: str | None) -> str:
     return hashlib.sha256(
         f"tokenlean.tenant/{tenant or ''}".encode("utf-8", "surrogatepass")
@@ -283,6 +285,7 @@ class SemanticCache:
             self.guard = guard
         self._ledger = ledger
         self._prepared: dict[tuple[Any, ...], PreparedQuery] = {}
+        self._partitions: dict[tuple[Any, ...], str] = {}
         self._down_until = 0.0
         self._degraded = False
 
@@ -330,6 +333,32 @@ class SemanticCache:
     ) -> PreparedQuery:
         policy = self.config.key_policy
         question, context = _split_prompt(prompt, policy)
+        partition = self._partition(context, model, params, tenant)
+        text = canonicalize(question, policy.canonical)
+        key = hashlib.sha256(
+            f"tokenlean.cache/key/1\0{partition}\0{text}".encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        return PreparedQuery(question, partition, key, _hash_tenant(tenant), model)
+
+    def _partition(
+        self,
+        context: str,
+        model: str | None,
+        params: Mapping[str, Any] | None,
+        tenant: str | None,
+    ) -> str:
+        """The pre-filter hash; memoised for context-free prompts (a plain question)."""
+        memo_key: tuple[Any, ...] | None = None
+        if not context:
+            try:
+                memo_key = (model, tenant, repr(sorted((params or {}).items())))
+            except TypeError:  # unorderable parameter keys: no memo
+                memo_key = None
+            if memo_key is not None:
+                hit = self._partitions.get(memo_key)
+                if hit is not None:
+                    return hit
+        policy = self.config.key_policy
         partition = canonical_key(
             context,
             model=model,
@@ -341,8 +370,11 @@ class SemanticCache:
             tenant=tenant,
             config=policy.canonical,
         )
-        key = canonical_key(question, model=partition, config=policy.canonical)
-        return PreparedQuery(question, partition, key, _hash_tenant(tenant), model)
+        if memo_key is not None:
+            if len(self._partitions) >= 1024:
+                self._partitions.pop(next(iter(self._partitions)))
+            self._partitions[memo_key] = partition
+        return partition
 
     # -- degradation -----------------------------------------------------------------------------
     def _available(self) -> bool:
@@ -480,7 +512,12 @@ class SemanticCache:
                 found = self.store.search(q.partition, vec, md, self.config.candidates)
             accepted = self._accept(q, vec, found)
             if accepted is not None:
-                self.store.touch(accepted[0], sliding=self.config.sliding_ttl)
+                full = self.store.resolve(accepted[0])
+                if full is None:
+                    accepted = None
+                else:
+                    accepted = (full, accepted[1], accepted[2])
+                    self.store.touch(full, sliding=self.config.sliding_ttl)
             self._recovered()
         except StoreUnavailableError as exc:
             self._failed(exc)
@@ -531,7 +568,12 @@ class SemanticCache:
                 found = await self.store.asearch(q.partition, vec, md, self.config.candidates)
             accepted = self._accept(q, vec, found)
             if accepted is not None:
-                await self.store.atouch(accepted[0], sliding=self.config.sliding_ttl)
+                full = await self.store.aresolve(accepted[0])
+                if full is None:
+                    accepted = None
+                else:
+                    accepted = (full, accepted[1], accepted[2])
+                    await self.store.atouch(full, sliding=self.config.sliding_ttl)
             self._recovered()
         except StoreUnavailableError as exc:
             self._failed(exc)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import io
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,16 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenlean_core import TokenleanError
+from tokenlean_core.lexical import (
+    MONTHS,
+    RELATIVE_DAYS,
+    WEEKDAYS,
+    WH_WORDS,
+    WORD,
+    count_negations,
+    numbers,
+    wordset,
+)
 
 __all__ = [
     "Guard",
@@ -36,206 +45,19 @@ __all__ = [
     "pair_features",
 ]
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|%|k|m|s)?(?!\w)", re.I)
-_NEGATIONS = frozenset(
-    [
-        "not",
-        "no",
-        "never",
-        "none",
-        "nobody",
-        "nothing",
-        "neither",
-        "nor",
-        "cannot",
-        "cant",
-        "can't",
-        "won't",
-        "wont",
-        "dont",
-        "don't",
-        "doesn't",
-        "doesnt",
-        "didn't",
-        "didnt",
-        "isn't",
-        "isnt",
-        "aren't",
-        "arent",
-        "wasn't",
-        "wasnt",
-        "weren't",
-        "werent",
-        "shouldn't",
-        "shouldnt",
-        "couldn't",
-        "couldnt",
-        "wouldn't",
-        "wouldnt",
-        "haven't",
-        "havent",
-        "hasn't",
-        "hasnt",
-        "hadn't",
-        "hadnt",
-        "without",
-        "n't",
-    ]
-)
-_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-}
-_NUMBER_WORDS.update(
-    {"thirty": 30, "forty": 40, "fifty": 50, "hundred": 100, "thousand": 1000, "million": 10**6}
-)
-_NUMBER_WORDS.update({"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "once": 1})
-_NUMBER_WORDS.update({"twice": 2, "billion": 10**9, "half": 0})
-_MONTHS = frozenset(
-    [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-    ]
-)
-_DAYS = frozenset(
-    [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-        "today",
-        "tomorrow",
-        "yesterday",
-        "tonight",
-        "weekend",
-    ]
-)
-_WH = ("what", "why", "how", "when", "where", "who", "whom", "whose", "which")
+_DAYS = WEEKDAYS | RELATIVE_DAYS | {"weekend"}
 # Question kinds that ask for a different sort of answer: a person, a time, a place.
 _WH_STRICT = {"who": "person", "whom": "person", "whose": "person", "when": "time"}
 _WH_STRICT["where"] = "place"
-_STOP_CAPS = frozenset(
-    [
-        "i",
-        "what",
-        "why",
-        "how",
-        "when",
-        "where",
-        "who",
-        "whom",
-        "whose",
-        "which",
-        "is",
-        "are",
-        "was",
-        "were",
-        "do",
-        "does",
-        "did",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "the",
-        "a",
-        "an",
-        "in",
-        "on",
-        "at",
-        "of",
-        "for",
-        "to",
-        "and",
-        "or",
-        "if",
-        "my",
-        "me",
-        "we",
-        "you",
-        "your",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "best",
-        "good",
-    ]
+# Capitalised words that are not entities: interrogatives, auxiliaries, function words.
+_STOP_CAPS = frozenset(WH_WORDS) | wordset(
+    "i is are was were do does did can could should would will the a an in on at of for to "
+    "and or if my me we you your it its this that these those there here best good"
 )
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
-
-
-def _numbers(text: str, words: list[str]) -> frozenset[str]:
-    found = {m.group(0).lower().rstrip("%").replace(",", "") for m in _NUMBER.finditer(text)}
-    for w in words:
-        value = _NUMBER_WORDS.get(w.lower())
-        if value is not None:
-            found.add(str(value))
-    return frozenset(found)
-
-
-def _negations(words: list[str]) -> int:
-    return sum(1 for w in words if w.lower().replace("’", "'") in _NEGATIONS) + sum(
-        1 for w in words if w.lower().endswith(("n't", "n’t")) and w.lower() not in _NEGATIONS
-    )
+    return WORD.findall(text)
 
 
 def _entities(words: list[str]) -> list[str]:
@@ -256,7 +78,7 @@ def _entities(words: list[str]) -> list[str]:
 def _wh(words: list[str]) -> str | None:
     for w in words[:6]:
         low = w.lower()
-        if low in _WH:
+        if low in WH_WORDS:
             return low
     return None
 
@@ -279,10 +101,10 @@ def _parse(text: str) -> _Parsed:
     lower = [w.lower() for w in words]
     return _Parsed(
         words=frozenset(lower),
-        numbers=_numbers(text, words),
-        negations=_negations(words),
+        numbers=numbers(text, words),
+        negations=count_negations(words),
         entities=tuple(_entities(words)),
-        months=frozenset(w for w in lower if w in _MONTHS and w != "may"),
+        months=frozenset(w for w in lower if w in MONTHS and w != "may"),
         days=frozenset(w for w in lower if w in _DAYS),
         wh=_wh(words),
         length=len(words),
