@@ -86,7 +86,7 @@ def _assert_no_orphans(messages: list[Message]) -> None:
 
 ROLES = st.sampled_from(["user", "assistant", "tool_block", "orphan_tool", "user"])
 TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=60
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=0, max_size=60
 )
 
 
@@ -229,7 +229,8 @@ def test_memory_layers_appear_when_history_is_long(ledger: Ledger) -> None:
     assert ctx.tokens <= 260
     # 3. the ledger got the saving against the full history
     savings = [r for r in ledger.records() if r.kind == "saving" and r.component == "memory"]
-    assert savings[-1].usage.input_tokens == ctx.full_tokens - ctx.tokens > 0
+    usage = savings[-1].usage
+    assert usage is not None and usage.input_tokens == ctx.full_tokens - ctx.tokens > 0
 
 
 def test_max_recent_messages_caps_the_window() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +243,7 @@ def _agent_responses(n: int) -> list[BaseMessage]:
 
 
 @pytest.fixture
-def agent_parts() -> Iterator[tuple[Any, TokenleanMemoryMiddleware]]:
+def agent_parts() -> tuple[Any, TokenleanMemoryMiddleware]:
     from langchain.agents import create_agent
     from langgraph.checkpoint.memory import InMemorySaver
 

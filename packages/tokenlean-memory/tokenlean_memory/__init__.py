@@ -17,6 +17,7 @@ from .schema import (
     MemoryConfig,
     MemoryRecord,
     MemoryState,
+    StateSchema,
     SummarySegment,
     ToolResult,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "RecordStore",
     "RedisRecordStore",
     "StateExtractor",
+    "StateSchema",
     "Summarizer",
     "SummarySegment",
     "TextModel",

@@ -28,7 +28,7 @@ from tokenlean_core import Ledger, Message, count_tokens, get_ledger, normalize_
 
 from .extract import LexicalExtractor, LLMStateExtractor, StateExtractor, key_terms
 from .models import TextModel
-from .schema import MemoryConfig, MemoryRecord, MemoryState, SummarySegment
+from .schema import MemoryConfig, MemoryRecord, MemoryState, StateSchema, SummarySegment
 from .summarize import Summarizer
 
 __all__ = ["Embedder", "MemoryContext", "MemoryEngine", "MemoryWarning", "split_blocks"]
@@ -114,6 +114,8 @@ class MemoryEngine:
         summarizer: a :class:`Summarizer` or any :class:`TextModel` (wrapped in one). Without it the
             memory keeps state and recent turns only.
         extractor: the state extractor run on every new message (default :class:`LexicalExtractor`).
+        schema: the application's slots and their possible values (:class:`StateSchema`), given
+            to the default extractor so categorical values are found in any casing.
         llm_extractor: optional second extractor (a :class:`TextModel` is wrapped in
             :class:`LLMStateExtractor`); its findings merge into the same validated state.
         embedder: optional embedding function for recall by similarity.
@@ -129,12 +131,18 @@ class MemoryEngine:
         llm_extractor: StateExtractor | TextModel | None = None,
         embedder: Embedder | None = None,
         ledger: Ledger | None = None,
+        schema: StateSchema | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
+        if schema is not None and extractor is not None:
+            raise ValueError(
+                "pass schema= to your own extractor (e.g. LexicalExtractor(schema=...)), "
+                "not beside it"
+            )
         if summarizer is not None and not isinstance(summarizer, Summarizer):
             summarizer = Summarizer(summarizer)
         self.summarizer: Summarizer | None = summarizer
-        self.extractor: StateExtractor = extractor or LexicalExtractor()
+        self.extractor: StateExtractor = extractor or LexicalExtractor(schema=schema)
         if llm_extractor is not None and not isinstance(llm_extractor, StateExtractor):
             llm_extractor = LLMStateExtractor(llm_extractor)
         self.llm_extractor: StateExtractor | None = llm_extractor
@@ -194,8 +202,16 @@ class MemoryEngine:
         head = cut.rsplit(" ", 1)[0] if " " in cut else cut
         return head + " ..." if head else ""
 
-    def _state_items(self, state: MemoryState, visible: str) -> list[tuple[str, str]]:
-        """(group, item) in priority order; items already visible verbatim are skipped."""
+    def _state_items(
+        self, state: MemoryState, visible: str, now: int | None = None
+    ) -> list[tuple[str, str]]:
+        """(group, item) in priority order; items already visible verbatim are skipped.
+
+        Slots first, then open tasks, decisions, the latest tool results, then entities: the ones
+        the user stated, accepted or repeated before those offered once, newest first. A schema
+        slot's value superseded by a newer confirmed one is left out.
+        """
+        cfg = self.config
         items: list[tuple[str, str]] = []
         for k, v in reversed(list(state.slots.items())):
             if v.lower() not in visible:
@@ -206,30 +222,57 @@ class MemoryEngine:
             items.append(("decisions", d))
         for tr in reversed(state.tool_results[-3:]):
             if tr.content.lower() not in visible:
-                content = tr.content[: self.config.tool_result_max_chars]
+                content = tr.content[: cfg.tool_result_max_chars]
                 items.append(("tool results", f"{tr.name} -> {content}"))
+        # stated, accepted or mentioned twice outranks offered once; then the newest first
         ents = sorted(
-            state.entities, key=lambda e: (e.confirmed, e.last_index, e.mentions), reverse=True
+            state.entities,
+            key=lambda e: (e.confirmed or e.mentions > 1, e.last_index, e.mentions),
+            reverse=True,
         )
+        filled: set[str] = set()
         for e in ents:
+            if e.slot is not None and e.confirmed:
+                if e.slot in filled:
+                    continue  # an older value of a slot the user has since set again
+                filled.add(e.slot)
+            weak = not e.confirmed and e.mentions < 2
+            if not e.confirmed and not cfg.unconfirmed_entities:
+                continue
+            age_cap = cfg.offered_max_age
+            if weak and age_cap is not None and now is not None and now - e.last_index > age_cap:
+                continue
             if e.value.lower() not in visible:
                 items.append((e.kind, e.value))
         return items
 
     def _render_state(self, items: Sequence[tuple[str, str]]) -> str:
+        if self.config.state_style == "compact":
+            return "; ".join(item for _, item in items)
         groups: dict[str, list[str]] = {}
         for g, item in items:
             groups.setdefault(g, []).append(item)
         return "\n".join(f"{g}: " + "; ".join(v) for g, v in groups.items())
 
-    def _fit_state(self, state: MemoryState, visible: str, cap: int) -> list[tuple[str, str]]:
+    def _fit_state(
+        self, state: MemoryState, visible: str, cap: int, now: int | None = None
+    ) -> list[tuple[str, str]]:
+        compact = self.config.state_style == "compact"
         chosen: list[tuple[str, str]] = []
         used = 0
         groups: set[str] = set()
-        for g, item in self._state_items(state, visible):
-            c = self._text_cost(item) + 1 + (0 if g in groups else self._text_cost(g) + 2)
-            if used + c > cap:
+        for g, item in self._state_items(state, visible, now):
+            low = item.lower()
+            if compact and any(low in c.lower() for _, c in chosen):
+                continue  # already said by a longer value ("Sacramento" in "Sacramento, CA")
+            label = 0 if compact or g in groups else self._text_cost(g) + 2
+            c = self._text_cost(item) + 1 + label
+            inner = [x for x in chosen if x[1].lower() in low] if compact else []
+            freed = sum(self._text_cost(x[1]) + 1 for x in inner)
+            if used + c - freed > cap:
                 continue
+            chosen = [x for x in chosen if x not in inner]  # this longer value says them too
+            used -= freed
             chosen.append((g, item))
             groups.add(g)
             used += c
@@ -241,9 +284,11 @@ class MemoryEngine:
         if not summary and not state and not recalls:
             return ""
         parts = [self.config.memory_header]
+        if state and self.config.state_style == "compact":
+            parts[0] += " " + self._render_state(state)
         if summary:
             parts.append("Summary: " + " ".join(summary))
-        if state:
+        if state and self.config.state_style != "compact":
             parts.append(self._render_state(state))
         if recalls:
             parts.append("Earlier turns relevant now:\n" + "\n".join(recalls))
@@ -368,7 +413,8 @@ class MemoryEngine:
 
         full_msgs, full_idx = assemble(range(len(blocks)), "")
         full_tokens = self.count(full_msgs, tools)
-        if full_tokens <= budget:
+
+        def whole() -> MemoryContext:
             ctx = MemoryContext(
                 messages=full_msgs[len(pre) :],
                 indices=full_idx,
@@ -383,11 +429,14 @@ class MemoryEngine:
             self._record(ctx, record, record_saving)
             return ctx
 
+        if full_tokens <= budget and not cfg.compact_under_budget:
+            return whole()
+
         plan = self._plan(msgs, blocks, record, sys_parts, tools, pre)
         window_text = " ".join(msgs[i].content for b in plan.selected for i in range(*blocks[b]))
         visible = window_text.lower()
         summary = list(plan.summary)
-        state = self._fit_state(record.state, visible, plan.state_cap)
+        state = self._fit_state(record.state, visible, plan.state_cap, len(msgs))
         latest_user = next((i for i in reversed(valid) if msgs[i].role == "user"), None)
         q = query if query is not None else (msgs[latest_user].content if latest_user else "")
         selected = list(plan.selected)
@@ -447,6 +496,8 @@ class MemoryEngine:
             memory = self._memory_text(summary, state, recalls)
             out, idx = assemble(selected, memory)
             tokens = self.count(out, tools)
+        if full_tokens <= budget and full_tokens <= tokens:
+            return whole()  # compact_under_budget, and the memory would not be smaller
         over = tokens > budget
         if over:
             warnings.warn(
@@ -550,7 +601,7 @@ class MemoryEngine:
         visible = " ".join(msgs[i].content for b in mandatory for i in range(*blocks[b])).lower()
         room = max(0, cfg.budget_tokens - used - self._text_cost(cfg.memory_header) - 4)
         state_cap = min(cfg.state_max_tokens, room)
-        state = self._fit_state(record.state, visible, state_cap)
+        state = self._fit_state(record.state, visible, state_cap, len(msgs))
         state_cost = self._text_cost(self._render_state(state)) if state else 0
         summary = self._summary_lines(record, min(cfg.summary_max_tokens, room - state_cost))
         memory = self._memory_text(summary, state, [])
@@ -621,7 +672,10 @@ class MemoryEngine:
             start = 1
         blocks, _ = split_blocks(msgs, start)
         full = [Message(role="system", content=p) for p in sys_parts] + list(msgs[start:])
-        if self.count(full, None) <= self.config.budget_tokens:
+        if (
+            not self.config.compact_under_budget
+            and self.count(full, None) <= self.config.budget_tokens
+        ):
             return rec.summarized_upto, []
         plan = self._plan(msgs, blocks, rec, sys_parts, None)
         lo = max(rec.summarized_upto, start)

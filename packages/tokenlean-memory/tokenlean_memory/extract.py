@@ -14,9 +14,10 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from tokenlean_core import Message
+from tokenlean_core.lexical import MONTHS_RE, ORDINAL_RE, WEEKDAYS_RE
 
 from .models import TextModel
-from .schema import Entity, MemoryState, ToolResult
+from .schema import Entity, MemoryState, StateSchema, ToolResult
 
 __all__ = [
     "LLMStateExtractor",
@@ -27,12 +28,7 @@ __all__ = [
 
 logger = logging.getLogger("tokenlean.memory")
 
-_MONTHS = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
-    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
-)
-_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
-_ORD = r"\d{1,2}(?:st|nd|rd|th)"
+_MONTHS, _DAYS, _ORD = MONTHS_RE, WEEKDAYS_RE, ORDINAL_RE  # shared: tokenlean_core.lexical
 _PART_OF_DAY = r"(?:\s+(?:in\s+the\s+(?:morning|afternoon|evening)|at\s+night|tonight))"
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
@@ -350,13 +346,60 @@ def _clean(value: str) -> str:
     return " ".join(value.strip(" \t\n.,;:!?").split())
 
 
+# Capitalised only because they open a sentence (checked there only: "In-N-Out" stays a name).
+_OPENERS = frozenset(
+    [
+        "on",
+        "in",
+        "at",
+        "for",
+        "from",
+        "to",
+        "with",
+        "by",
+        "about",
+        "after",
+        "before",
+        "around",
+        "near",
+        "into",
+        "of",
+        "off",
+        "over",
+        "under",
+        "yup",
+        "yeah",
+        "yep",
+        "nope",
+        "nah",
+        "cool",
+        "awesome",
+        "wonderful",
+        "excellent",
+        "nice",
+        "thanks",
+        "thank",
+        "bye",
+        "goodbye",
+        "oh",
+        "um",
+        "uh",
+        "hmm",
+        "wow",
+    ]
+)
+
+
 def _names(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     for m in _CAP_SEQ.finditer(text):
         words = m.group(0).rstrip(".'").split()
         at_start = bool(_SENT_START.search(text[: m.start()]))
         # drop leading words that are capitalised only as sentence openers or common words
-        while words and words[0].lower().strip(",") in _NOT_NAMES:
+        while words and (
+            words[0].lower().strip(",.!?") in _NOT_NAMES
+            or (at_start and words[0].lower().strip(",.!?") in _OPENERS)
+        ):
             words = words[1:]
             at_start = False
         while words and words[-1].lower() in _NOT_NAMES:
@@ -372,16 +415,230 @@ def _names(text: str) -> list[tuple[int, str]]:
     return out
 
 
+# Generic fallback for values typed in lower case with no schema to recognise them (user turns
+# only): a place after a preposition ending the clause ("in long beach."), the word before a
+# category noun ("italian food", "comedy movies"), and times in words ("five pm").
+_NUM_WORD = r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+_CLAUSE_END = (
+    r"(?=\s*(?:[.,!?;]|$|\s(?:and|or|on|for|from|to|with|please|instead|tomorrow|today|"
+    r"next|this|at)\b))"
+)
+# lower-case region codes that are not also common words ("or", "in", "me", "hi", "ok" are)
+_REGION_CODES = (
+    r"(?:al|ak|az|ar|ca|ct|de|dc|fl|ga|ia|id|il|ks|ky|md|mi|mn|ms|mo|mt|nc|nd|ne|nh|nj|nm|nv|"
+    r"ny|oh|pa|ri|sc|sd|tn|tx|ut|va|vt|wa|wi|wv|wy|uk|bc|qc)"
+)
+_LOW_WORD = r"[A-Za-z][a-z'&-]*"
+_LOWER_VALUES: list[re.Pattern[str]] = [
+    re.compile(
+        r"\b(?:in|to|from|near|around)\s+("
+        + _LOW_WORD
+        + r"(?:\s+"
+        + _LOW_WORD
+        + r")?)"
+        + _CLAUSE_END
+    ),
+    re.compile(
+        r"\b(?:like|love|enjoy|prefer|preferably|into|fan\s+of)\s+("
+        + _LOW_WORD
+        + r"(?:\s+"
+        + _LOW_WORD
+        + r")?)"
+        + _CLAUSE_END
+    ),
+    # a match-up typed in lower case: "mets vs braves"
+    re.compile(r"\b([A-Za-z][\w'-]*\s+vs\.?\s+[A-Za-z][\w'-]*)\b"),
+    # a place with its region: "Toronto, Canada", "anaheim, CA", "fresno, ca"
+    re.compile(
+        r"\b((?:[A-Za-z][a-z]+\s+)?[A-Za-z][a-z]+,\s*(?:[A-Z][a-z]+|[A-Z]{2}|"
+        + _REGION_CODES
+        + r"))(?=\s*(?:[.,!?;]|$|\s))"
+    ),
+    re.compile(
+        r"\b(" + _LOW_WORD + r"(?:\s+" + _LOW_WORD + r")?)\s+(?:food|cuisine|music|songs?|"
+        r"movies?|films?|restaurants?|shows?|concerts?|games?|events?|dishes|meals?)\b"
+    ),
+    re.compile(
+        r"\b(" + _NUM_WORD + r"(?:\s+(?:fifteen|thirty|forty[- ]five))?\s*(?:pm|am|"
+        r"o'?clock(?:\s+in\s+the\s+(?:morning|afternoon|evening))?|"
+        r"in\s+the\s+(?:morning|afternoon|evening)))\b"
+        r"|\b((?:morning|afternoon|evening)\s+\d{1,2}(?::\d{2})?)(?!\w)",
+        re.I,
+    ),
+]
+_LOWER_STOP = frozenset(
+    [
+        "night",
+        "morning",
+        "afternoon",
+        "evening",
+        "home",
+        "work",
+        "least",
+        "most",
+        "first",
+        "last",
+        "nice",
+        "good",
+        "best",
+        "different",
+        "other",
+        "same",
+        "favorite",
+        "favourite",
+        "live",
+        "local",
+        "time",
+        "watch",
+        "hear",
+        "eat",
+        "listen",
+        "play",
+        "attend",
+        "visit",
+        "see",
+        "stay",
+        "fly",
+        "travel",
+        "leave",
+        "return",
+        "there",
+        "here",
+        "area",
+        "place",
+        "city",
+        "town",
+        "hotel",
+        "restaurant",
+        "one",
+        "ones",
+        "thing",
+        "things",
+        "something",
+        "anything",
+        "it",
+        "them",
+        "mind",
+        "general",
+        "kind",
+        "type",
+        "sort",
+    ]
+)
+
+
+# Schema values that name a state rather than a phrase anyone types: never matched in text.
+_SENTINEL_VALUES = frozenset(["true", "false", "none", "dontcare", "null", "n/a", "unknown"])
+# "one", "two": too common in text to be matched as a slot's value (digits likewise).
+_NUMBER_WORDS = frozenset(
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+    ]
+)
+
+
 class LexicalExtractor:
     """A no-model extractor: numbers, dates, times, money, quoted values, capitalised names,
-    ids, addresses and ``slot: value`` pairs; tool results from tool messages.
+    ids, addresses and ``slot: value`` pairs; tool results from tool messages. Given a
+    :class:`~tokenlean_memory.schema.StateSchema`, also the possible values of its categorical
+    slots in any casing (kind ``"value"``, filed under their slot when only one slot has them).
 
     Deterministic and fast (regular expressions), so the memory keeps the facts a conversation
     turns on with no model at all. An LLM extractor, when given, merges into the same state.
     """
 
-    def __init__(self, *, roles: Sequence[str] = ("user", "assistant", "tool")) -> None:
+    def __init__(
+        self,
+        *,
+        roles: Sequence[str] = ("user", "assistant", "tool"),
+        schema: StateSchema | None = None,
+        lowercase_values: bool = True,
+    ) -> None:
         self.roles = frozenset(roles)
+        self.schema = schema
+        self.lowercase_values = lowercase_values
+        self._schema_index: dict[str, list[tuple[str, str]]] = {}
+        self._schema_re: re.Pattern[str] | None = None
+        if schema is not None:
+            self._schema_index = {
+                k: v
+                for k, v in schema.value_index().items()
+                if not k.isdigit() and k not in _SENTINEL_VALUES and k not in _NUMBER_WORDS
+            }
+            if self._schema_index:
+                alts = sorted(self._schema_index, key=len, reverse=True)
+                self._schema_re = re.compile(
+                    r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alts) + r")(?!\w)", re.I
+                )
+
+    def _lowercase_values(self, text: str, role: str, index: int) -> list[Entity]:
+        """The generic fallback for lower-case values (see ``_LOWER_VALUES``)."""
+        out: list[Entity] = []
+        for n, pattern in enumerate(_LOWER_VALUES):
+            for m in pattern.finditer(text):
+                raw = next((g for g in m.groups() if g), "")
+                words = raw.split()
+                if n == len(_LOWER_VALUES) - 1:  # a time in words: kept whole
+                    out.append(
+                        Entity(
+                            kind="time", value=raw, role=role, first_index=index, last_index=index
+                        )
+                    )
+                    continue
+                while words and (
+                    words[0].lower() in _STOP
+                    or words[0].lower() in _LOWER_STOP
+                    or words[0].lower() in _OPENERS
+                ):
+                    words = words[1:]
+                if not words or words[-1].lower() in _STOP or words[-1].lower() in _LOWER_STOP:
+                    continue
+                value = " ".join(words)
+                if len(value) >= 3:
+                    out.append(
+                        Entity(
+                            kind="value",
+                            value=value,
+                            role=role,
+                            first_index=index,
+                            last_index=index,
+                        )
+                    )
+        return out
+
+    def _schema_entities(self, text: str, role: str, index: int) -> list[Entity]:
+        """Possible values of the schema's categorical slots, in any casing, as whole words."""
+        if self._schema_re is None:
+            return []
+        out: list[Entity] = []
+        for m in self._schema_re.finditer(text):
+            owners = self._schema_index.get(m.group(0).lower(), [])
+            if not owners:
+                continue
+            slot = owners[0][0] if len({o[0] for o in owners}) == 1 else None
+            out.append(
+                Entity(
+                    kind="value",
+                    value=owners[0][1],
+                    role=role,
+                    first_index=index,
+                    last_index=index,
+                    slot=slot,
+                )
+            )
+        return out
 
     def entities(self, text: str, role: str = "user", index: int = 0) -> list[Entity]:
         found: list[Entity] = []
@@ -418,6 +675,18 @@ class LexicalExtractor:
                     kind="name", value=name[:200], role=role, first_index=index, last_index=index
                 )
             )
+        # schema values are matched on their own (a value inside an address still counts) and
+        # replace a plain entity with the same text
+        values = self._schema_entities(text, role, index)
+        if role in ("user", "assistant") and self.lowercase_values:
+            have = {e.value.lower() for e in found + values}
+            for e in self._lowercase_values(text, role, index):
+                if e.value.lower() not in have and not any(e.value.lower() in h for h in have):
+                    values.append(e)
+                    have.add(e.value.lower())
+        if values:
+            known = {e.value.lower() for e in values}
+            found = [e for e in found if e.value.lower() not in known] + values
         return found
 
     def slots(self, text: str) -> list[tuple[str, str]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,6 +14,7 @@ __all__ = [
     "MemoryConfig",
     "MemoryRecord",
     "MemoryState",
+    "StateSchema",
     "SummarySegment",
     "ToolResult",
 ]
@@ -28,6 +31,7 @@ EntityKind = Literal[
     "name",
     "id",
     "address",
+    "value",
 ]
 
 
@@ -80,7 +84,34 @@ class MemoryConfig(BaseModel):
     max_tool_results: int = Field(default=8, ge=0)
     tool_result_max_chars: int = Field(default=400, ge=16)
     memory_header: str = "Memory of earlier turns:"
+    state_style: Literal["compact", "grouped"] = Field(
+        default="compact",
+        description="'compact': one line of values (slots as key=value), no kind labels, values "
+        "contained in another rendered value dropped; 'grouped': one labelled line per kind",
+    )
+    unconfirmed_entities: bool = Field(
+        default=True,
+        description="render entities the assistant offered but the user never stated or accepted"
+        " (after every confirmed one, budget permitting)",
+    )
+    compact_under_budget: bool = Field(
+        default=False,
+        description="use the memory (state + capped recent turns) even when the whole history"
+        " fits the budget, whenever it is smaller; needs max_recent_messages",
+    )
+    offered_max_age: int | None = Field(
+        default=None,
+        ge=0,
+        description="render an entity offered once and never confirmed only while it is at most"
+        " this many messages old (None: no age limit)",
+    )
     record_savings: bool = True
+
+    @model_validator(mode="after")
+    def _compact_needs_cap(self) -> MemoryConfig:
+        if self.compact_under_budget and self.max_recent_messages is None:
+            raise ValueError("compact_under_budget needs max_recent_messages (the window cap)")
+        return self
 
 
 class Entity(BaseModel):
@@ -95,6 +126,7 @@ class Entity(BaseModel):
     last_index: int = Field(default=0, ge=0)
     mentions: int = Field(default=1, ge=1)
     confirmed: bool = Field(default=False, description="the user stated, repeated or accepted it")
+    slot: str | None = Field(default=None, description="schema slot the value belongs to, if known")
 
     @field_validator("value")
     @classmethod
@@ -103,6 +135,67 @@ class Entity(BaseModel):
         if not v:
             raise ValueError("empty entity value")
         return v
+
+
+_VALUE_WORD = re.compile(r"\w")
+
+
+class StateSchema(BaseModel):
+    """What the application knows of its state: slot names and, for categorical slots, their
+    possible values (e.g. ``{"flight_class": ["Economy", "Premium Economy", "Business"]}``).
+
+    With a schema the lexical extractor finds those values in any casing ("economy", "ECONOMY")
+    as whole words and files them under their slot; without one it relies on generic patterns.
+    Free-form slots are listed with no values. Values with no letters or digits are dropped.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slots: dict[str, Sequence[str]] = Field(default_factory=dict)
+
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _normalise(cls, v: Any) -> dict[str, tuple[str, ...]]:
+        if not isinstance(v, Mapping):
+            raise ValueError("slots must map slot names to lists of possible values")
+        out: dict[str, tuple[str, ...]] = {}
+        for name, values in v.items():
+            key = " ".join(str(name).split())
+            if not key:
+                raise ValueError("empty slot name")
+            if isinstance(values, str):
+                raise ValueError(f"slot {key!r}: possible values must be a list, not a string")
+            seen: dict[str, str] = {}
+            for val in values or ():
+                text = " ".join(str(val).split())
+                if text and _VALUE_WORD.search(text):
+                    seen.setdefault(text.lower(), text)
+            out[key] = tuple(seen.values())
+        return out
+
+    @classmethod
+    def from_sgd(
+        cls, services: Iterable[Mapping[str, Any]], *, prefix_service: bool = False
+    ) -> StateSchema:
+        """Build from Schema-Guided Dialogue ``schema.json`` entries (``service_name``,
+        ``slots[{name, is_categorical, possible_values}]``); non-categorical slots get no values."""
+        slots: dict[str, list[str]] = {}
+        for svc in services:
+            for sl in svc.get("slots", ()):
+                name = str(sl["name"])
+                if prefix_service:
+                    name = f"{svc['service_name']}.{name}"
+                vals = list(sl.get("possible_values", ())) if sl.get("is_categorical") else []
+                slots.setdefault(name, []).extend(vals)
+        return cls(slots=dict(slots))
+
+    def value_index(self) -> dict[str, list[tuple[str, str]]]:
+        """Lower-cased value -> [(slot, canonical value)], for matching."""
+        idx: dict[str, list[tuple[str, str]]] = {}
+        for slot, values in self.slots.items():
+            for v in values:
+                idx.setdefault(v.lower(), []).append((slot, v))
+        return idx
 
 
 class ToolResult(BaseModel):
