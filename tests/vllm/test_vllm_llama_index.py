@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,10 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.llms import LLM
 from llama_index.llms.openai_like import OpenAILike
+from vllm_support import MODEL_ALIAS as MODEL
+from vllm_support import llm_calls, new_ledger
 
-from tokenlean_core import Ledger, MemorySink
+from tokenlean_core import Ledger
 from tokenlean_vllm import (
     METADATA_KEY,
     Endpoint,
@@ -26,7 +28,6 @@ from tokenlean_vllm import (
 )
 from tokenlean_vllm.llama_index import VLLM
 
-MODEL = "smollm2"
 MSGS = [
     ChatMessage(role="system", content="Answer by copying from the context."),
     ChatMessage(
@@ -34,33 +35,6 @@ MSGS = [
         content="Context: Paris is the capital of France.\nQuestion: What is the capital of France?",
     ),
 ]
-
-
-_HTTP: dict[str, httpx.AsyncClient] = {}
-
-
-@pytest.fixture(autouse=True)
-async def _async_http() -> AsyncIterator[None]:
-    """One async HTTP client per test, closed in the test's own event loop."""
-    client = httpx.AsyncClient(timeout=60)
-    _HTTP["client"] = client
-    yield
-    await client.aclose()
-
-
-def _ledger() -> Ledger:
-    return Ledger(sinks=[MemorySink()])
-
-
-def _llm(url: str, **kw: Any) -> VLLM:
-    return VLLM(
-        api_base=url + "/v1",
-        model=MODEL,
-        max_tokens=12,
-        temperature=0.0,
-        async_http_client=_HTTP["client"],
-        **kw,
-    )
 
 
 def test_base_classes() -> None:
@@ -71,14 +45,15 @@ def test_base_classes() -> None:
 
 
 @pytest.mark.parametrize("fixture", ["llama_url", "llama_spec_url"])
-def test_chat_reports_usage(fixture: str, request: pytest.FixtureRequest) -> None:
+def test_chat_reports_usage(
+    fixture: str, request: pytest.FixtureRequest, ledger: Ledger, li_vllm: Callable[..., VLLM]
+) -> None:
     url = request.getfixturevalue(fixture)
-    ledger = _ledger()
-    resp = _llm(url, ledger=ledger).chat(MSGS)
+    resp = li_vllm(url, ledger=ledger).chat(MSGS)
     assert resp.message.content
     figures = resp.additional_kwargs[METADATA_KEY]
     assert figures["input_tokens"] > 10 and figures["output_tokens"] > 0
-    calls = [r for r in ledger.records() if r.kind == "llm_call"]
+    calls = llm_calls(ledger)
     assert (
         len(calls) == 1
         and calls[0].usage is not None
@@ -86,9 +61,10 @@ def test_chat_reports_usage(fixture: str, request: pytest.FixtureRequest) -> Non
     )
 
 
-def test_stream_chat_and_complete(llama_spec_url: str) -> None:
-    ledger = _ledger()
-    llm = _llm(llama_spec_url, ledger=ledger)
+def test_stream_chat_and_complete(
+    llama_spec_url: str, ledger: Ledger, li_vllm: Callable[..., VLLM]
+) -> None:
+    llm = li_vllm(llama_spec_url, ledger=ledger)
     chunks: list[ChatResponse] = list(llm.stream_chat(MSGS))
     assert len(chunks) > 2
     last = chunks[-1]
@@ -97,12 +73,11 @@ def test_stream_chat_and_complete(llama_spec_url: str) -> None:
     assert figures["output_tokens"] > 0 and figures["ttft_s"] is not None
     done = llm.complete("Say hi.")
     assert done.text
-    assert len([r for r in ledger.records() if r.kind == "llm_call"]) == 2
+    assert len(llm_calls(ledger)) == 2
 
 
-async def test_async(llama_url: str) -> None:
-    ledger = _ledger()
-    llm = _llm(llama_url, ledger=ledger)
+async def test_async(llama_url: str, ledger: Ledger, li_vllm: Callable[..., VLLM]) -> None:
+    llm = li_vllm(llama_url, ledger=ledger)
     resp = await llm.achat(MSGS)
     assert resp.additional_kwargs[METADATA_KEY]["output_tokens"] > 0
     gen = await llm.astream_chat(MSGS)
@@ -110,7 +85,7 @@ async def test_async(llama_url: str) -> None:
     assert chunks[-1].additional_kwargs[METADATA_KEY]["output_tokens"] > 0
     done = await llm.acomplete("Say hi.")
     assert done.text
-    assert len([r for r in ledger.records() if r.kind == "llm_call"]) == 3
+    assert len(llm_calls(ledger)) == 3
 
 
 def test_speculation_window(
@@ -123,7 +98,7 @@ def test_speculation_window(
         model="Qwen/Qwen3-8B",
         metrics_url=metrics.base_url + "/metrics",
         max_tokens=8,
-        ledger=_ledger(),
+        ledger=new_ledger(),
     )
     spec = llm.chat(MSGS).additional_kwargs[METADATA_KEY]["speculation"]
     assert spec["acceptance_rate"] == pytest.approx(2 / 3)
@@ -140,7 +115,7 @@ def test_policy_and_server_object(llama_url: str, llama_spec_url: str) -> None:
         server=VLLMServer.attach(llama_url, health_path="/v1/models"),
         max_tokens=6,
         policy=policy,
-        ledger=_ledger(),
+        ledger=new_ledger(),
     )
     assert llm.api_base == llama_url + "/v1"
     first = llm.chat(MSGS).additional_kwargs[METADATA_KEY]
@@ -163,12 +138,32 @@ def test_server_down_fails_fast() -> None:
     assert time.perf_counter() - t0 < 3
 
 
-async def test_server_down_async() -> None:
+async def test_server_down_async(async_http: httpx.AsyncClient) -> None:
     llm = VLLM(
         api_base=f"http://127.0.0.1:{free_port()}/v1",
         model=MODEL,
         collect_speculation=False,
-        async_http_client=_HTTP["client"],
+        async_http_client=async_http,
     )
     with pytest.raises(ServerUnavailableError):
         await llm.achat(MSGS)
+
+
+async def test_lean_path_gives_what_the_sdk_path_gives(
+    llama_url: str, li_vllm: Callable[..., VLLM], ledger: Ledger, seen_http: Any
+) -> None:
+    """A plain chat skips the SDK's typed layer (no x-stainless-retry-count header); the response
+    is the one OpenAILike makes (message, raw ChatCompletion, token counts), sync and async."""
+    sent, sync_http, async_http = seen_http
+    hooks = {"http_client": sync_http, "async_http_client": async_http, "ledger": ledger}
+    lean, sdk = li_vllm(llama_url, **hooks), li_vllm(llama_url, lean_transport=False, **hooks)
+    a, b, c = lean.chat(MSGS), sdk.chat(MSGS), await lean.achat(MSGS)
+    assert a.message.content and a.message.content == b.message.content
+    assert a.message.role == b.message.role and a.raw.usage == b.raw.usage
+    token_counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert all(a.additional_kwargs[k] == b.additional_kwargs[k] > 0 for k in token_counts)
+    assert type(a.raw) is type(b.raw) is type(c.raw)
+    assert c.additional_kwargs[METADATA_KEY]["input_tokens"] > 10
+    chat = [r for r in sent if r.url.path.endswith("/chat/completions")]
+    assert ["x-stainless-retry-count" in r.headers for r in chat] == [False, True, False]
+    assert len(llm_calls(ledger)) == 3

@@ -6,6 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,55 @@ def test_client_fails_fast_when_down() -> None:
     with pytest.raises(ServerUnavailableError, match="cannot scrape"):
         client.scrape()
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_window_start_reuses_a_recent_scrape(
+    standin: Callable[..., ServerProcess], metrics_fixtures: tuple[Path, Path]
+) -> None:
+    """Back-to-back requests share a scrape: the previous window's end opens the next one."""
+    proc = standin(metrics=list(metrics_fixtures))
+    proc.wait_healthy(10)
+    client = MetricsClient(proc.base_url + "/metrics", model_name="Qwen/Qwen3-8B")
+    first = client.window_start(max_age_s=60)  # nothing cached yet: scrapes
+    assert first is not None and first.spec_drafts == 150 and client.last is first
+    assert client.window_start(max_age_s=60) is first  # recent: no request
+    fresh = client.window_start(max_age_s=0)  # too old for 0 s: scrapes (the "after" body)
+    assert fresh is not None and fresh.spec_drafts == 190 and client.last is fresh
+    assert client.window_end() is not None
+    client.close()
+    down = MetricsClient(f"http://127.0.0.1:{free_port()}/metrics")
+    assert down.window_end() is None  # the answer is in hand: a lost scrape is not an error
+    with pytest.raises(ServerUnavailableError):
+        down.window_start()
+
+
+NOISY = """# HELP vllm:time_to_first_token_seconds Histogram
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{le="0.001",model_name="m"} 0.0
+vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="m"} 12.0
+python_gc_objects_collected_total{generation="0"} 1234.0
+  vllm:num_requests_running{model_name="m"} 2.0
+vllm:spec_decode_num_drafts_total{model_name="m"} 10.0 1700000000000
+vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name="m",position="1"} 4.0
+vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name="m",position="0"} 7.0
+vllm:num_requests_waiting{model_name="other"} 5.0
+"""
+
+
+@pytest.mark.parametrize("model", [None, "m", "other", "Qwen/Qwen3-8B"])
+def test_fast_parse_equals_the_full_parser(
+    model: str | None, metrics_fixtures: tuple[Path, Path]
+) -> None:
+    """VLLMMetrics.parse skips the lines it does not read; the figures are the full parser's."""
+    for text in (NOISY, *(p.read_text() for p in metrics_fixtures)):
+        fast = VLLMMetrics.parse(text, model)
+        full = VLLMMetrics.from_samples(parse_prometheus(text), model)
+        assert replace(fast, taken_at=0) == replace(full, taken_at=0)
+    assert VLLMMetrics.parse(NOISY, "m").accepted_per_position == (7.0, 4.0)
+
+
+def test_fast_parse_validates_what_it_reads() -> None:
+    with pytest.raises(MetricsParseError):
+        VLLMMetrics.parse('vllm:num_requests_running{model_name="m"} lots\n')
+    # a malformed line it does not read does not stop it
+    assert VLLMMetrics.parse("vllm:some_histogram_bucket{le= 1\n").has_vllm_metrics

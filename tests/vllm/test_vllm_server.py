@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from vllm_support import standin_argv
 
 from tokenlean_vllm import (
     ServerError,
@@ -20,8 +19,6 @@ from tokenlean_vllm import (
     VLLMServer,
     free_port,
 )
-
-HERE = Path(__file__).resolve().parent
 
 
 def test_command_has_prefix_caching_usage_details_and_the_config() -> None:
@@ -90,16 +87,7 @@ def _standin_server(mode: str, delay: float = 0.0, timeout: float = 10.0) -> VLL
     """A VLLMServer whose executable is the stand-in (it ignores vLLM's flags)."""
     port = free_port()
     server = VLLMServer("m", port=port, startup_timeout_s=timeout)
-    argv = [
-        sys.executable,
-        str(HERE / "standin_server.py"),
-        "--port",
-        str(port),
-        "--mode",
-        mode,
-        "--delay",
-        str(delay),
-    ]
+    argv = standin_argv(port, mode, delay)
     server.command = lambda: argv  # type: ignore[method-assign]
     return server
 

@@ -14,6 +14,16 @@ and server support it, structured output) plus, per call:
 * optionally a :class:`~tokenlean_vllm.LoadAwarePolicy` choosing per request between a
   speculative and a plain server.
 
+Per-request cost: a plain ``invoke``/``ainvoke`` (no streaming, no structured output, no per-call
+headers or timeout) is sent by the *lean path*: ``ChatOpenAI``'s own request payload, posted with
+the OpenAI SDK's own HTTP client, the JSON answer turned into a ``ChatResult`` by ``ChatOpenAI``'s
+own converter, skipping the SDK's typed request/response layer (the largest client-side cost of a
+short request). LangChain's callbacks, tracing and caching are untouched (they sit above
+``_generate``). Anything else, and any answer that is not a 200, goes through ``ChatOpenAI`` as is
+(its retries and error types); ``lean_transport=False`` turns the lean path off. The ``/metrics``
+window costs one scrape per request (the previous request's closing scrape opens the next window
+when at most ``metrics_max_age_s`` old), none on a server without ``/metrics``.
+
 Example::
 
     from tokenlean_vllm import SpeculativeConfig, VLLMServer
@@ -26,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -34,10 +43,11 @@ from tokenlean_core import Ledger, MissingDependencyError, Usage
 
 from .errors import ServerUnavailableError
 from .inprocess import InProcessVLLM
-from .metrics import MetricsClient, SpeculationStats, VLLMMetrics
+from .metrics import MetricsClient, VLLMMetrics
 from .policy import Endpoint, LoadAwarePolicy, PolicyDecision
-from .reporting import METADATA_KEY, counted_usage, report_call
+from .reporting import METADATA_KEY, CallWindow, StreamTail, counted_usage, report_call
 from .server import VLLMServer
+from .transport import lean_errors, lean_request, ok_json
 
 try:
     import openai
@@ -70,16 +80,7 @@ _CLIENT_FIELDS = frozenset(
     }
 )
 
-
-class _Window:
-    __slots__ = ("before", "decision", "metrics", "t0", "ttft")
-
-    def __init__(self, metrics: MetricsClient | None, before: VLLMMetrics | None) -> None:
-        self.metrics = metrics
-        self.before = before
-        self.t0 = time.perf_counter()
-        self.ttft: float | None = None
-        self.decision: PolicyDecision | None = None
+RunManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun
 
 
 class ChatVLLM(ChatOpenAI):
@@ -97,7 +98,11 @@ class ChatVLLM(ChatOpenAI):
     metrics_url: str | None = None
     """The server's Prometheus endpoint (default: ``base_url`` without ``/v1`` + ``/metrics``)."""
     collect_speculation: bool = True
-    """Scrape ``/metrics`` before and after each call for speculation figures."""
+    """Scrape ``/metrics`` around each call for speculation figures."""
+    metrics_max_age_s: float = Field(default=1.0, ge=0)
+    """A window-start scrape this recent (the previous call's closing one) is reused (0: never)."""
+    lean_transport: bool = True
+    """Send plain requests without the OpenAI SDK's typed layer (see the module docstring)."""
     record_calls: bool = True
     """Record each call in the ledger (off when tokenlean's callback handler already does)."""
     ledger: Ledger | None = Field(default=None, exclude=True)
@@ -109,6 +114,7 @@ class ChatVLLM(ChatOpenAI):
 
     _metrics: MetricsClient | None = PrivateAttr(default=None)
     _delegates: dict[str, ChatVLLM] = PrivateAttr(default_factory=dict)
+    _lean: tuple[str, dict[str, str]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -154,7 +160,7 @@ class ChatVLLM(ChatOpenAI):
             payload["max_tokens"] = payload.pop("max_completion_tokens")
         return payload
 
-    # -- metrics window ----------------------------------------------------------------------
+    # -- metrics window (request-building and recording; the I/O is in the twins below) -----
     @property
     def resolved_metrics_url(self) -> str | None:
         if self.metrics_url:
@@ -164,89 +170,141 @@ class ChatVLLM(ChatOpenAI):
         return None
 
     def _metrics_client(self) -> MetricsClient | None:
-        if not self.collect_speculation:
-            return None
-        if self._metrics is None:
-            url = self.resolved_metrics_url
-            if url is None:
+        """The metrics client, None when there is nothing to scrape (off, or no /metrics)."""
+        client = self._metrics
+        if client is None:
+            if not self.collect_speculation or (url := self.resolved_metrics_url) is None:
                 return None
-            self._metrics = MetricsClient(url, model_name=self.model_name)
-        return self._metrics
+            client = self._metrics = MetricsClient(url, model_name=self.model_name)
+        return None if client.available is False else client
 
-    def _open(self) -> _Window:
-        client = self._metrics_client()
-        before = None
-        if client is not None:
-            try:
-                before = client.scrape()
-            except ServerUnavailableError as exc:
-                raise self._unavailable(exc) from exc
-        return _Window(client, before)
-
-    async def _aopen(self) -> _Window:
-        client = self._metrics_client()
-        before = None
-        if client is not None:
-            try:
-                before = await client.ascrape()
-            except ServerUnavailableError as exc:
-                raise self._unavailable(exc) from exc
-        return _Window(client, before)
-
-    @staticmethod
-    def _spec(w: _Window, after: VLLMMetrics | None, latency: float) -> SpeculationStats | None:
-        if w.before is None or after is None or not after.has_spec_decode:
-            return None
-        return SpeculationStats.between(w.before, after, latency)
-
-    def _after(self, w: _Window) -> VLLMMetrics | None:
-        if w.metrics is None or w.before is None:
-            return None
-        try:
-            return w.metrics.scrape()
-        except ServerUnavailableError:
-            return None
-
-    async def _aafter(self, w: _Window) -> VLLMMetrics | None:
-        if w.metrics is None or w.before is None:
-            return None
-        try:
-            return await w.metrics.ascrape()
-        except ServerUnavailableError:
-            return None
-
-    def _close(
-        self,
-        w: _Window,
-        after: VLLMMetrics | None,
-        latency: float,
-        usage_metadata: UsageMetadata | None,
-        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-        counted: Usage | None = None,
-    ) -> dict[str, Any]:
-        usage = Usage.from_langchain(usage_metadata) if usage_metadata else counted
-        figures = report_call(
+    def _window(self, decision: PolicyDecision | None, before: VLLMMetrics | None) -> CallWindow:
+        return CallWindow(
             model=self.model_name,
-            usage=usage,
-            latency_s=latency,
-            ttft_s=w.ttft,
-            speculation=self._spec(w, after, latency),
             endpoint=self.openai_api_base or "",
+            metrics=self._metrics,
+            before=before,
+            decision=decision,
             ledger=self.ledger,
             record_calls=self.record_calls,
-            policy=w.decision.as_dict() if w.decision else None,
-            run_id=str(run_manager.run_id) if run_manager is not None else None,
         )
+
+    def _open(self, decision: PolicyDecision | None) -> CallWindow:
+        client = self._metrics_client()
+        try:
+            before = client.window_start(self.metrics_max_age_s) if client else None
+        except ServerUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        return self._window(decision, before)
+
+    async def _aopen(self, decision: PolicyDecision | None) -> CallWindow:
+        client = self._metrics_client()
+        try:
+            before = await client.awindow_start(self.metrics_max_age_s) if client else None
+        except ServerUnavailableError as exc:
+            raise self._unavailable(exc) from exc
+        return self._window(decision, before)
+
+    @staticmethod
+    def _record(
+        w: CallWindow,
+        after: VLLMMetrics | None,
+        usage: Usage | None,
+        run_manager: RunManager | None,
+    ) -> dict[str, Any]:
+        run_id = str(run_manager.run_id) if run_manager is not None else None
+        figures = w.finish(after, usage, run_id)
         if run_manager is not None:
             # the same dict the tracers store: LangSmith shows the figures on the run
             run_manager.metadata[METADATA_KEY] = figures
         return figures
+
+    def _finish_result(
+        self,
+        result: ChatResult,
+        w: CallWindow,
+        after: VLLMMetrics | None,
+        run_manager: RunManager | None,
+    ) -> ChatResult:
+        msg = result.generations[0].message if result.generations else None
+        usage_md = msg.usage_metadata if isinstance(msg, AIMessage) else None
+        usage = Usage.from_langchain(usage_md) if usage_md else None
+        figures = self._record(w, after, usage, run_manager)
+        if msg is not None:
+            msg.response_metadata[METADATA_KEY] = figures
+        result.llm_output = {**(result.llm_output or {}), METADATA_KEY: figures}
+        return result
+
+    def _stream_tail(self, w: CallWindow) -> StreamTail[ChatGenerationChunk]:
+        return StreamTail(w, _usage_of, lambda c: bool(c.message.content))
+
+    def _finish_stream(
+        self,
+        tail: StreamTail[ChatGenerationChunk],
+        messages: list[BaseMessage],
+        text: list[str],
+        after: VLLMMetrics | None,
+        run_manager: RunManager | None,
+    ) -> ChatGenerationChunk:
+        usage_md = _usage_of(tail.held)
+        if usage_md:
+            usage = Usage.from_langchain(usage_md)
+        else:  # a server that streams without usage: count it
+            usage = counted_usage(messages, "".join(text), self.model_name)
+        return _with_figures(tail.held, self._record(tail.window, after, usage, run_manager))
 
     def _unavailable(self, exc: BaseException) -> ServerUnavailableError:
         return ServerUnavailableError(
             f"no vLLM server answers at {self.openai_api_base}: {exc} ({exc.__cause__!r}). "
             "Start one (VLLMServer(...).start()) or check base_url."
         )
+
+    # -- lean path (request-building and result-making; the I/O is in the twins below) --------
+    def _lean_request(
+        self,
+        root: openai.OpenAI | openai.AsyncOpenAI | None,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """``httpx`` ``post`` arguments for the lean path, or None to take the SDK path."""
+        if not self.lean_transport or self.include_response_headers or root is None:
+            return None
+        payload = self._get_request_payload(messages, stop=stop, **kwargs)
+        if self._use_responses_api(payload):
+            return None
+        return lean_request(root, payload)
+
+    def _lean_result(self, data: dict[str, Any] | None) -> ChatResult | None:
+        """``ChatOpenAI``'s own ``ChatResult`` from the answer's JSON body."""
+        if data is None:
+            return None
+        result = self._create_chat_result(data, {})
+        first = data["choices"][0].get("message") or {}
+        # the SDK path puts the (usually null) refusal on the first message; so does this one
+        result.generations[0].message.additional_kwargs.setdefault("refusal", first.get("refusal"))
+        return result
+
+    def _lean_generate(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult | None:
+        request = self._lean_request(self.root_client, messages, stop, kwargs)
+        if request is None:
+            return None
+        with lean_errors():
+            return self._lean_result(ok_json(self.root_client._client.post(**request)))
+        return None  # a transport error: the SDK path retries and raises its own error
+
+    async def _alean_generate(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> ChatResult | None:
+        request = self._lean_request(self.root_async_client, messages, stop, kwargs)
+        if request is None:
+            return None
+        with lean_errors():
+            response = await self.root_async_client._client.post(**request)
+            return self._lean_result(ok_json(response))
+        return None
 
     # -- policy ------------------------------------------------------------------------------
     def _delegate(self, endpoint: Endpoint) -> ChatVLLM:
@@ -265,7 +323,7 @@ class ChatVLLM(ChatOpenAI):
             self._delegates[endpoint.name] = model
         return model
 
-    # -- generation --------------------------------------------------------------------------
+    # -- generation: the I/O twins -------------------------------------------------------------
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -288,30 +346,14 @@ class ChatVLLM(ChatOpenAI):
         decision: PolicyDecision | None,
         **kwargs: Any,
     ) -> ChatResult:
-        w = self._open()
-        w.decision = decision
+        w = self._open(decision)
         try:
-            result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+            result = self._lean_generate(messages, stop, kwargs) or super()._generate(
+                messages, stop=stop, run_manager=run_manager, **kwargs
+            )
         except openai.APIConnectionError as exc:
             raise self._unavailable(exc) from exc
-        latency = time.perf_counter() - w.t0
-        return self._finish_result(result, w, self._after(w), latency, run_manager)
-
-    def _finish_result(
-        self,
-        result: ChatResult,
-        w: _Window,
-        after: VLLMMetrics | None,
-        latency: float,
-        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-    ) -> ChatResult:
-        msg = result.generations[0].message if result.generations else None
-        usage = msg.usage_metadata if isinstance(msg, AIMessage) else None
-        figures = self._close(w, after, latency, usage, run_manager)
-        if msg is not None:
-            msg.response_metadata[METADATA_KEY] = figures
-        result.llm_output = {**(result.llm_output or {}), METADATA_KEY: figures}
-        return result
+        return self._finish_result(result, w, w.end_scrape(), run_manager)
 
     async def _agenerate(
         self,
@@ -335,16 +377,14 @@ class ChatVLLM(ChatOpenAI):
         decision: PolicyDecision | None,
         **kwargs: Any,
     ) -> ChatResult:
-        w = await self._aopen()
-        w.decision = decision
+        w = await self._aopen(decision)
         try:
-            result = await super()._agenerate(
+            result = await self._alean_generate(messages, stop, kwargs) or await super()._agenerate(
                 messages, stop=stop, run_manager=run_manager, **kwargs
             )
         except openai.APIConnectionError as exc:
             raise self._unavailable(exc) from exc
-        latency = time.perf_counter() - w.t0
-        return self._finish_result(result, w, await self._aafter(w), latency, run_manager)
+        return self._finish_result(result, w, await w.aend_scrape(), run_manager)
 
     def _stream(
         self,
@@ -369,29 +409,16 @@ class ChatVLLM(ChatOpenAI):
         decision: PolicyDecision | None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        w = self._open()
-        w.decision = decision
-        held: ChatGenerationChunk | None = None
+        tail = self._stream_tail(self._open(decision))
         text: list[str] = []
         try:
             for chunk in super()._stream(messages, stop=stop, run_manager=run_manager, **kwargs):
                 text.append(chunk.text)
-                if w.ttft is None and chunk.message.content:
-                    w.ttft = time.perf_counter() - w.t0
-                if held is not None:
-                    yield held
-                    held = None
-                if _usage_of(chunk) is not None:
-                    held = chunk  # the usage chunk comes last; it will carry the figures
-                else:
-                    yield chunk
+                yield from tail.feed(chunk)
         except openai.APIConnectionError as exc:
             raise self._unavailable(exc) from exc
-        latency = time.perf_counter() - w.t0
-        usage = _usage_of(held)
-        counted = None if usage else counted_usage(messages, "".join(text), self.model_name)
-        figures = self._close(w, self._after(w), latency, usage, run_manager, counted)
-        yield _with_figures(held, figures)
+        after = tail.window.end_scrape()
+        yield self._finish_stream(tail, messages, text, after, run_manager)
 
     async def _astream(
         self,
@@ -419,32 +446,19 @@ class ChatVLLM(ChatOpenAI):
         decision: PolicyDecision | None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        w = await self._aopen()
-        w.decision = decision
-        held: ChatGenerationChunk | None = None
+        tail = self._stream_tail(await self._aopen(decision))
         text: list[str] = []
         try:
             async for chunk in super()._astream(
                 messages, stop=stop, run_manager=run_manager, **kwargs
             ):
                 text.append(chunk.text)
-                if w.ttft is None and chunk.message.content:
-                    w.ttft = time.perf_counter() - w.t0
-                if held is not None:
-                    yield held
-                    held = None
-                if _usage_of(chunk) is not None:
-                    held = chunk
-                else:
-                    yield chunk
+                for out in tail.feed(chunk):
+                    yield out
         except openai.APIConnectionError as exc:
             raise self._unavailable(exc) from exc
-        latency = time.perf_counter() - w.t0
-        after = await self._aafter(w)
-        usage = _usage_of(held)
-        counted = None if usage else counted_usage(messages, "".join(text), self.model_name)
-        figures = self._close(w, after, latency, usage, run_manager, counted)
-        yield _with_figures(held, figures)
+        after = await tail.window.aend_scrape()
+        yield self._finish_stream(tail, messages, text, after, run_manager)
 
 
 def _usage_of(chunk: ChatGenerationChunk | None) -> UsageMetadata | None:

@@ -19,23 +19,29 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from tokenlean_core import Ledger, MissingDependencyError, Usage, UsageParseError
 
 from .errors import ServerUnavailableError
-from .metrics import MetricsClient, SpeculationStats, VLLMMetrics
+from .metrics import MetricsClient, VLLMMetrics
 from .policy import LoadAwarePolicy, PolicyDecision
-from .reporting import METADATA_KEY, counted_usage, report_call
+from .reporting import METADATA_KEY, CallWindow, StreamTail, counted_usage
 from .server import VLLMServer
+from .transport import lean_errors, lean_request, ok_json
 
 try:
     import openai
     from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+    from llama_index.llms.openai.utils import (
+        from_openai_message,
+        from_openai_token_logprobs,
+        to_openai_message_dicts,
+    )
     from llama_index.llms.openai_like import OpenAILike  # type: ignore[import-untyped]
-    from pydantic import Field, PrivateAttr
+    from openai.types.chat import ChatCompletion
+    from pydantic import Field, PrivateAttr, ValidationError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError(
         "llama-index-llms-openai-like", "llama-index", "tokenlean-vllm"
@@ -55,6 +61,15 @@ class VLLM(OpenAILike):  # type: ignore[misc]
     server: VLLMServer | None = Field(default=None, exclude=True)
     metrics_url: str | None = Field(default=None, description="the server's /metrics URL")
     collect_speculation: bool = Field(default=True)
+    lean_transport: bool = Field(
+        default=True,
+        description="send plain chat requests without the OpenAI SDK's typed layer",
+    )
+    metrics_max_age_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="reuse a window-start scrape this recent (the previous call's closing one)",
+    )
     record_calls: bool = Field(
         default=True, description="record each call (off when tokenlean's handler does)"
     )
@@ -99,21 +114,42 @@ class VLLM(OpenAILike):  # type: ignore[misc]
     def class_name(cls) -> str:
         return "tokenlean_vllm_llm"
 
-    # -- plumbing ----------------------------------------------------------------------------
+    # -- plumbing (request-building and recording; the I/O is in the twins below) -------------
     def _metrics_for(self, api_base: str, metrics_url: str | None) -> MetricsClient | None:
+        """The metrics client for an endpoint; None when there is nothing to scrape."""
         if not self.collect_speculation:
             return None
         url = metrics_url or api_base.rstrip("/").removesuffix("/v1") + "/metrics"
         client = self._metrics_clients.get(url)
         if client is None:
             client = self._metrics_clients[url] = MetricsClient(url, model_name=self.model)
-        return client
+        return None if client.available is False else client
 
-    def _route(self, decision: PolicyDecision | None) -> tuple[str, MetricsClient | None]:
+    def _route(self, decision: PolicyDecision | None) -> tuple[VLLM, MetricsClient | None]:
+        """The LLM that sends the request (self, or a sibling on the policy's endpoint)."""
         if decision is None:
-            return self.api_base, self._metrics_for(self.api_base, self.metrics_url)
+            return self, self._metrics_for(self.api_base, self.metrics_url)
         ep = decision.endpoint
-        return ep.base_url, self._metrics_for(ep.base_url, ep.resolved_metrics_url())
+        return self._with_base(ep.base_url), self._metrics_for(
+            ep.base_url, ep.resolved_metrics_url()
+        )
+
+    def _window(
+        self,
+        api_base: str,
+        metrics: MetricsClient | None,
+        before: VLLMMetrics | None,
+        decision: PolicyDecision | None,
+    ) -> CallWindow:
+        return CallWindow(
+            model=self.model,
+            endpoint=api_base,
+            metrics=metrics,
+            before=before,
+            decision=decision,
+            ledger=self.ledger,
+            record_calls=self.record_calls,
+        )
 
     def _unavailable(self, api_base: str, exc: BaseException) -> ServerUnavailableError:
         return ServerUnavailableError(
@@ -130,44 +166,91 @@ class VLLM(OpenAILike):  # type: ignore[misc]
         except UsageParseError:
             return None
 
-    def _figures(
+    def _finish_chat(
+        self, w: CallWindow, resp: ChatResponse, after: VLLMMetrics | None
+    ) -> ChatResponse:
+        resp.additional_kwargs[METADATA_KEY] = w.finish(after, self._usage(resp.raw))
+        return resp
+
+    def _stream_tail(self, w: CallWindow) -> StreamTail[ChatResponse]:
+        return StreamTail(w, lambda c: self._usage(c.raw), lambda c: bool(c.delta))
+
+    def _finish_stream(
         self,
-        api_base: str,
-        before: VLLMMetrics | None,
+        tail: StreamTail[ChatResponse],
+        messages: Sequence[ChatMessage],
         after: VLLMMetrics | None,
-        t0: float,
-        raw: Any,
-        decision: PolicyDecision | None,
-        ttft: float | None = None,
-        counted: Usage | None = None,
-    ) -> dict[str, Any]:
-        latency = time.perf_counter() - t0
-        spec = None
-        if before is not None and after is not None and after.has_spec_decode:
-            spec = SpeculationStats.between(before, after, latency)
-        return report_call(
-            model=self.model,
-            usage=self._usage(raw) or counted,
-            latency_s=latency,
-            ttft_s=ttft,
-            speculation=spec,
-            endpoint=api_base,
-            ledger=self.ledger,
-            record_calls=self.record_calls,
-            policy=decision.as_dict() if decision else None,
+    ) -> ChatResponse:
+        held, last = tail.held, tail.last
+        content = (last.message.content or "") if last is not None else ""
+        if held is not None:
+            usage = self._usage(held.raw)
+        else:  # a server that streams without usage: count it, close with an empty delta
+            usage = counted_usage(list(messages), content, self.model)
+            held = ChatResponse(message=ChatMessage(role="assistant", content=content), delta="")
+        held.additional_kwargs[METADATA_KEY] = tail.window.finish(after, usage)
+        return held
+
+    # -- lean path (request-building and result-making; the I/O is in the twins below) --------
+    def _lean_request(
+        self,
+        target: VLLM,
+        root: openai.OpenAI | openai.AsyncOpenAI,
+        messages: Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """``httpx`` ``post`` arguments for the lean path, or None to take the SDK path."""
+        if not self.lean_transport or not target.reuse_client:
+            return None
+        payload = {
+            "messages": to_openai_message_dicts(messages, model=target.model),
+            "stream": False,
+            **target._get_model_kwargs(**kwargs),
+        }
+        return lean_request(root, payload)
+
+    @staticmethod
+    def _lean_response(target: VLLM, data: dict[str, Any] | None) -> ChatResponse | None:
+        """The ``ChatResponse`` ``OpenAI._chat`` makes, from the answer's JSON body."""
+        if data is None:
+            return None
+        try:  # validating is ~15x faster than the SDK's lenient construct; that is the fallback
+            completion = ChatCompletion.model_validate(data)
+        except ValidationError:
+            completion = ChatCompletion.construct(**data)
+        choice = completion.choices[0]
+        logprobs = None
+        if choice.logprobs and choice.logprobs.content:
+            logprobs = from_openai_token_logprobs(choice.logprobs.content)
+        return ChatResponse(
+            message=from_openai_message(choice.message, modalities=target.modalities or ["text"]),
+            raw=completion,
+            logprobs=logprobs,
+            additional_kwargs=target._get_response_token_counts(completion),
         )
 
-    @staticmethod
-    def _scrape(client: MetricsClient | None) -> VLLMMetrics | None:
-        if client is None:
+    def _lean_chat(
+        self, target: VLLM, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> ChatResponse | None:
+        root = target._get_client()
+        request = self._lean_request(target, root, messages, kwargs)
+        if request is None:
             return None
-        return client.scrape()
+        with lean_errors():
+            return self._lean_response(target, ok_json(root._client.post(**request)))
+        return None  # a transport error: the SDK path retries and raises its own error
 
-    @staticmethod
-    async def _ascrape(client: MetricsClient | None) -> VLLMMetrics | None:
-        if client is None:
+    async def _alean_chat(
+        self, target: VLLM, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> ChatResponse | None:
+        root = target._get_aclient()
+        request = self._lean_request(target, root, messages, kwargs)
+        if request is None:
             return None
-        return await client.ascrape()
+        with lean_errors():
+            response = await root._client.post(**request)
+            return self._lean_response(target, ok_json(response))
+        return None
 
     def _with_base(self, api_base: str) -> VLLM:
         """Self, or a sibling on another endpoint (policy routing)."""
@@ -181,7 +264,23 @@ class VLLM(OpenAILike):  # type: ignore[misc]
             sibling = self._siblings[api_base] = type(self).model_validate(data)
         return sibling
 
-    # -- chat --------------------------------------------------------------------------------
+    # -- the I/O twins -------------------------------------------------------------------------
+    def _open(self, decision: PolicyDecision | None) -> tuple[VLLM, CallWindow]:
+        target, mclient = self._route(decision)
+        try:
+            before = mclient.window_start(self.metrics_max_age_s) if mclient else None
+        except ServerUnavailableError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        return target, self._window(target.api_base, mclient, before, decision)
+
+    async def _aopen(self, decision: PolicyDecision | None) -> tuple[VLLM, CallWindow]:
+        target, mclient = self._route(decision)
+        try:
+            before = await mclient.awindow_start(self.metrics_max_age_s) if mclient else None
+        except ServerUnavailableError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        return target, self._window(target.api_base, mclient, before, decision)
+
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         if self.policy is None:
             return self._chat_on(None, messages, **kwargs)
@@ -191,38 +290,32 @@ class VLLM(OpenAILike):  # type: ignore[misc]
     def _chat_on(
         self, decision: PolicyDecision | None, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponse:
-        api_base, mclient = self._route(decision)
-        target = self._with_base(api_base)
+        target, w = self._open(decision)
         try:
-            before = self._scrape(mclient)
-            t0 = time.perf_counter()
-            resp: ChatResponse = OpenAILike._chat(target, messages, **kwargs)
-        except (openai.APIConnectionError, ServerUnavailableError) as exc:
-            raise self._unavailable(api_base, exc) from exc
-        after = self._safe_after(mclient, before)
-        figures = self._figures(api_base, before, after, t0, resp.raw, decision)
-        resp.additional_kwargs[METADATA_KEY] = figures
-        return resp
+            resp: ChatResponse = self._lean_chat(target, messages, kwargs) or OpenAILike._chat(
+                target, messages, **kwargs
+            )
+        except openai.APIConnectionError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        return self._finish_chat(w, resp, w.end_scrape())
 
-    def _safe_after(
-        self, client: MetricsClient | None, before: VLLMMetrics | None
-    ) -> VLLMMetrics | None:
-        if before is None:
-            return None
-        try:
-            return self._scrape(client)
-        except ServerUnavailableError:
-            return None
+    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if self.policy is None:
+            return await self._achat_on(None, messages, **kwargs)
+        async with self.policy.aroute() as decision:
+            return await self._achat_on(decision, messages, **kwargs)
 
-    async def _asafe_after(
-        self, client: MetricsClient | None, before: VLLMMetrics | None
-    ) -> VLLMMetrics | None:
-        if before is None:
-            return None
+    async def _achat_on(
+        self, decision: PolicyDecision | None, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponse:
+        target, w = await self._aopen(decision)
         try:
-            return await self._ascrape(client)
-        except ServerUnavailableError:
-            return None
+            resp: ChatResponse = await self._alean_chat(
+                target, messages, kwargs
+            ) or await OpenAILike._achat(target, messages, **kwargs)
+        except openai.APIConnectionError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        return self._finish_chat(w, resp, await w.aend_scrape())
 
     def _stream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
@@ -241,61 +334,14 @@ class VLLM(OpenAILike):  # type: ignore[misc]
     def _stream_on(
         self, decision: PolicyDecision | None, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> Iterator[ChatResponse]:
-        api_base, mclient = self._route(decision)
-        target = self._with_base(api_base)
-        held: ChatResponse | None = None
-        last: ChatResponse | None = None
-        ttft: float | None = None
+        target, w = self._open(decision)
+        tail = self._stream_tail(w)
         try:
-            before = self._scrape(mclient)
-            t0 = time.perf_counter()
             for chunk in OpenAILike._stream_chat(target, messages, **kwargs):
-                if ttft is None and chunk.delta:
-                    ttft = time.perf_counter() - t0
-                if held is not None:
-                    yield held
-                    held = None
-                last = chunk
-                if self._usage(chunk.raw) is not None:
-                    held = chunk
-                else:
-                    yield chunk
-        except (openai.APIConnectionError, ServerUnavailableError) as exc:
-            raise self._unavailable(api_base, exc) from exc
-        after = self._safe_after(mclient, before)
-        raw = held.raw if held is not None else None
-        counted = None
-        if held is None:
-            answer = (last.message.content or "") if last is not None else ""
-            counted = counted_usage(list(messages), answer, self.model)
-        figures = self._figures(api_base, before, after, t0, raw, decision, ttft, counted)
-        if held is None:
-            content = last.message.content if last is not None else ""
-            held = ChatResponse(message=ChatMessage(role="assistant", content=content), delta="")
-        held.additional_kwargs[METADATA_KEY] = figures
-        yield held
-
-    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        if self.policy is None:
-            return await self._achat_on(None, messages, **kwargs)
-        async with self.policy.aroute() as decision:
-            return await self._achat_on(decision, messages, **kwargs)
-
-    async def _achat_on(
-        self, decision: PolicyDecision | None, messages: Sequence[ChatMessage], **kwargs: Any
-    ) -> ChatResponse:
-        api_base, mclient = self._route(decision)
-        target = self._with_base(api_base)
-        try:
-            before = await self._ascrape(mclient)
-            t0 = time.perf_counter()
-            resp: ChatResponse = await OpenAILike._achat(target, messages, **kwargs)
-        except (openai.APIConnectionError, ServerUnavailableError) as exc:
-            raise self._unavailable(api_base, exc) from exc
-        after = await self._asafe_after(mclient, before)
-        figures = self._figures(api_base, before, after, t0, resp.raw, decision)
-        resp.additional_kwargs[METADATA_KEY] = figures
-        return resp
+                yield from tail.feed(chunk)
+        except openai.APIConnectionError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        yield self._finish_stream(tail, messages, w.end_scrape())
 
     async def _astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
@@ -316,37 +362,13 @@ class VLLM(OpenAILike):  # type: ignore[misc]
     async def _astream_on(
         self, decision: PolicyDecision | None, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> AsyncIterator[ChatResponse]:
-        api_base, mclient = self._route(decision)
-        target = self._with_base(api_base)
-        held: ChatResponse | None = None
-        last: ChatResponse | None = None
-        ttft: float | None = None
+        target, w = await self._aopen(decision)
+        tail = self._stream_tail(w)
         try:
-            before = await self._ascrape(mclient)
-            t0 = time.perf_counter()
             stream = await OpenAILike._astream_chat(target, messages, **kwargs)
             async for chunk in stream:
-                if ttft is None and chunk.delta:
-                    ttft = time.perf_counter() - t0
-                if held is not None:
-                    yield held
-                    held = None
-                last = chunk
-                if self._usage(chunk.raw) is not None:
-                    held = chunk
-                else:
-                    yield chunk
-        except (openai.APIConnectionError, ServerUnavailableError) as exc:
-            raise self._unavailable(api_base, exc) from exc
-        after = await self._asafe_after(mclient, before)
-        raw = held.raw if held is not None else None
-        counted = None
-        if held is None:
-            answer = (last.message.content or "") if last is not None else ""
-            counted = counted_usage(list(messages), answer, self.model)
-        figures = self._figures(api_base, before, after, t0, raw, decision, ttft, counted)
-        if held is None:
-            content = last.message.content if last is not None else ""
-            held = ChatResponse(message=ChatMessage(role="assistant", content=content), delta="")
-        held.additional_kwargs[METADATA_KEY] = figures
-        yield held
+                for out in tail.feed(chunk):
+                    yield out
+        except openai.APIConnectionError as exc:
+            raise self._unavailable(target.api_base, exc) from exc
+        yield self._finish_stream(tail, messages, await w.aend_scrape())

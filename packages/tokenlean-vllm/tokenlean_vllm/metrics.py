@@ -11,7 +11,9 @@ suffix on the wire):
 * prefix cache: ``vllm:prefix_cache_queries_total``, ``vllm:prefix_cache_hits_total`` (tokens);
 * throughput: ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``.
 
-A *request window* is the span between a scrape before and one after a request. With concurrent
+A *request window* is the span between a scrape before and one after a request (the previous
+request's closing scrape opens the next window when recent: :meth:`MetricsClient.window_start`;
+between them only other clients' traffic can move the counters). With concurrent
 requests the counters also move for the others in flight, so window figures describe the server
 during the request, not the request alone; acceptance *rates* stay meaningful, absolute counts do
 not. vLLM publishes the same derived figures (its ``SpecDecodingProm`` docstring):
@@ -76,6 +78,8 @@ _LINE = re.compile(
     rf"^(?P<name>{_NAME})(?:\{{(?P<labels>.*)\}})?\s+(?P<value>\S+)(?:\s+-?\d+)?\s*$"
 )
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_NAME_AT = re.compile(_NAME)
+_READ = frozenset(METRIC_NAMES)
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
@@ -111,6 +115,14 @@ def _labels(text: str, lineno: int) -> dict[str, str]:
     return out
 
 
+def _sample(line: str, lineno: int) -> Sample:
+    m = _LINE.match(line)
+    if not m:
+        raise MetricsParseError(f"line {lineno}: not a metric sample: {line[:80]!r}")
+    labels = _labels(m.group("labels") or "", lineno)
+    return Sample(m.group("name"), labels, _float(m.group("value"), lineno))
+
+
 def parse_prometheus(text: str) -> list[Sample]:
     """Parse Prometheus text exposition format (0.0.4) into samples; comments are skipped.
 
@@ -122,11 +134,7 @@ def parse_prometheus(text: str) -> list[Sample]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        m = _LINE.match(line)
-        if not m:
-            raise MetricsParseError(f"line {lineno}: not a metric sample: {line[:80]!r}")
-        labels = _labels(m.group("labels") or "", lineno)
-        samples.append(Sample(m.group("name"), labels, _float(m.group("value"), lineno)))
+        samples.append(_sample(line, lineno))
     return samples
 
 
@@ -158,11 +166,20 @@ class VLLMMetrics:
         return self.requests_running + self.requests_waiting
 
     @classmethod
-    def from_samples(cls, samples: Iterable[Sample], model_name: str | None = None) -> VLLMMetrics:
-        """Sum the samples this module reads; ``model_name`` keeps one served model's series."""
+    def from_samples(
+        cls,
+        samples: Iterable[Sample],
+        model_name: str | None = None,
+        *,
+        seen_vllm: bool = False,
+    ) -> VLLMMetrics:
+        """Sum the samples this module reads; ``model_name`` keeps one served model's series.
+
+        ``seen_vllm``: the caller already saw vLLM samples (``has_vllm_metrics`` even when none
+        of ``samples`` is one).
+        """
         totals: dict[str, float] = {}
         per_pos: dict[int, float] = {}
-        seen_vllm = False
         for s in samples:
             if not s.name.startswith("vllm:"):
                 continue
@@ -195,8 +212,28 @@ class VLLMMetrics:
 
     @classmethod
     def parse(cls, text: str, model_name: str | None = None) -> VLLMMetrics:
-        """Parse a ``/metrics`` body."""
-        return cls.from_samples(parse_prometheus(text), model_name)
+        """Parse a ``/metrics`` body, reading only the lines of :data:`METRIC_NAMES`.
+
+        A vLLM body holds hundreds of histogram-bucket lines this module never reads; they are
+        skipped on a prefix test instead of being parsed (the same figures as
+        ``from_samples(parse_prometheus(text))`` at a fraction of the cost). The lines read are
+        validated as :func:`parse_prometheus` does.
+
+        Raises:
+            MetricsParseError: a malformed line among those read.
+        """
+        samples: list[Sample] = []
+        seen_vllm = False
+        for lineno, raw in enumerate(text.split("\n"), 1):
+            line = raw.lstrip() if raw[:1].isspace() else raw
+            if not line.startswith("vllm:"):
+                continue
+            seen_vllm = True
+            m = _NAME_AT.match(line)
+            if m is None or m.group(0) not in _READ:
+                continue
+            samples.append(_sample(line.rstrip(), lineno))
+        return cls.from_samples(samples, model_name, seen_vllm=seen_vllm)
 
 
 def _delta(after: float, before: float) -> float:
@@ -321,6 +358,8 @@ class MetricsClient:
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.headers = dict(headers or {})
         self.available: bool | None = None
+        self.last: VLLMMetrics | None = None
+        """The latest scrape (the start of the next request window when recent enough)."""
         self._client: httpx.Client | None = None
 
     def _handle(self, response: httpx.Response) -> VLLMMetrics | None:
@@ -331,7 +370,46 @@ class MetricsClient:
             return None
         response.raise_for_status()
         self.available = True
-        return VLLMMetrics.parse(response.text, self.model_name)
+        self.last = VLLMMetrics.parse(response.text, self.model_name)
+        return self.last
+
+    def _recent(self, max_age_s: float) -> VLLMMetrics | None:
+        last = self.last
+        if last is not None and time.monotonic() - last.taken_at <= max_age_s:
+            return last
+        return None
+
+    def window_start(self, max_age_s: float = 0.0) -> VLLMMetrics | None:
+        """The scrape that opens a request window: the latest one if at most ``max_age_s`` old
+        (back-to-back requests share a scrape: one per request instead of two), else a new one.
+
+        Raises:
+            ServerUnavailableError: the server does not answer.
+        """
+        if self.available is False:
+            return None
+        return self._recent(max_age_s) or self.scrape()
+
+    async def awindow_start(self, max_age_s: float = 0.0) -> VLLMMetrics | None:
+        """Async twin of :meth:`window_start`."""
+        if self.available is False:
+            return None
+        return self._recent(max_age_s) or await self.ascrape()
+
+    def window_end(self) -> VLLMMetrics | None:
+        """The scrape that closes a window; None (not an error) if the server stopped answering:
+        the answer is in hand, only the figures are lost."""
+        try:
+            return self.scrape()
+        except ServerUnavailableError:
+            return None
+
+    async def awindow_end(self) -> VLLMMetrics | None:
+        """Async twin of :meth:`window_end`."""
+        try:
+            return await self.ascrape()
+        except ServerUnavailableError:
+            return None
 
     def scrape(self) -> VLLMMetrics | None:
         """One scrape; None when the server has no metrics endpoint."""
