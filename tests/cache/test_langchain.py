@@ -194,3 +194,32 @@ def test_run_metadata_gets_cache_hit(engine: SemanticCache) -> None:
     model.invoke("metadata question", config={"callbacks": [Spy()], "metadata": {"app": "t"}})
     outer = [m for m in seen if m.get("app") == "t" and "cache_hit" in m]
     assert [m["cache_hit"] for m in outer][-1] is True
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+def test_a_miss_inside_a_chain_is_one_model_run(engine: SemanticCache, mode: str) -> None:
+    """The wrapped model must not show up as a second, nested chat-model run (which would make
+    every handler, the ledger's included, count the call twice)."""
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.prompts import ChatPromptTemplate
+
+    starts: list[object] = []
+
+    class Spy(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized, messages, **kw):  # type: ignore[no-untyped-def]
+            starts.append(kw.get("run_id"))
+
+    inner = GenericFakeChatModel(messages=iter([AIMessage("one answer")]))
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | CachedChatModel(
+        model=inner, tokenlean_cache=TokenleanCache(engine)
+    )
+    config = {"callbacks": [Spy()]}
+    if mode == "invoke":
+        assert (
+            chain.invoke({"q": f"nested run question {mode}"}, config=config).content
+            == "one answer"
+        )  # type: ignore[arg-type]
+    else:
+        chunks = list(chain.stream({"q": f"nested run question {mode}"}, config=config))  # type: ignore[arg-type]
+        assert "".join(str(c.content) for c in chunks) == "one answer"
+    assert len(starts) == 1

@@ -241,8 +241,10 @@ class CachedChatModel(BaseChatModel):
     @staticmethod
     def _child(run_manager: Any) -> RunnableConfig:
         # The wrapped model runs without the outer callbacks: the outer run already reports the
-        # answer (and its usage) once; passing them down would count every call twice.
-        return RunnableConfig()
+        # answer (and its usage) once; passing them down would count every call twice. An empty
+        # config is not enough: inside a chain, LangChain hands the parent's callbacks down through
+        # its context, so they are replaced by an explicit empty list.
+        return RunnableConfig(callbacks=[])
 
     def _generate(
         self,
