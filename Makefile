@@ -11,7 +11,7 @@ export PIP_PROGRESS_BAR := off
 .PHONY: demo test lint typecheck docs unit cookbook bench install install-dev clean
 
 demo: $(VENV)/.runtime
-	$(BIN)/tokenlean demo
+	$(BIN)/tokenlean bench --quick
 
 test: $(VENV)/.dev lint typecheck docs unit cookbook
 

@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenlean.bench.quality import state_recall  # one definition, shared with `tokenlean bench`
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -253,21 +255,6 @@ def schema_from(dialogues: Sequence[dict[str, Any]], max_values: int) -> Any:
             k: tuple(sorted(v)) if len(v) <= max_values else () for k, v in sorted(values.items())
         }
     )
-
-
-def state_recall(state: dict[str, list[str]], text: str, history: str) -> tuple[int, int, int, int]:
-    """(slots recalled, slots, recoverable recalled, recoverable) for one turn."""
-    low, hist = text.lower(), history.lower()
-    hit = tot = rhit = rtot = 0
-    for values in state.values():
-        vals = [v.lower() for v in values]
-        present = any(v in low for v in vals)
-        tot += 1
-        hit += present
-        if any(v in hist for v in vals):
-            rtot += 1
-            rhit += present
-    return hit, tot, rhit, rtot
 
 
 # ------------------------------------------------------------------------------ systems

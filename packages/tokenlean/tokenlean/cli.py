@@ -1,7 +1,8 @@
 """The ``tokenlean`` command.
 
-Exit codes: 0 success; 1 bad data (an unreadable ledger file, say), with a message naming the
-problem; 2 bad usage (unknown option, missing argument).
+Exit codes: 0 success; 1 failure (bad data such as an unreadable ledger file, a model that cannot
+be loaded), with a message naming the problem; 2 bad usage (unknown option, missing argument, a
+value out of range); 3 (``bench``) the data folder given with ``--data`` is missing or incomplete.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tokenlean_core import TokenleanError, build_report, read_jsonl
 
 from . import __version__
+from .bench.config import VARIANTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,6 +92,179 @@ def demo(ledger_path: Path | None) -> None:
     from .demo import run_demo
 
     click.echo(run_demo(ledger_path))
+
+
+EXIT_DATA_MISSING = 3
+
+
+class _DataMissing(click.ClickException):
+    exit_code = EXIT_DATA_MISSING
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.option("--quick", is_flag=True, help="A small sample and short answers (a few minutes).")
+@click.option(
+    "--data",
+    metavar="DIR|builtin",
+    help="Workload folder laid out like ../shared/data (cache/banking77_test.csv, "
+    "cache/qqp_pairs.jsonl.gz, memory/sgd_dev.jsonl.gz, compression/nq_open_oracle.jsonl.gz), "
+    "or 'builtin' for the "
+    "workload shipped in the package. Default: $TOKENLEAN_DATA, the repository's "
+    "../shared/data if present, else builtin.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("tokenlean-bench"),
+    show_default=True,
+    help="Folder for bench.json and bench.html.",
+)
+@click.option(
+    "--target-model",
+    default="gpt-4o-mini",
+    show_default=True,
+    help="Model whose tokenizer counts the tokens and whose prices price them.",
+)
+@click.option(
+    "--model",
+    metavar="SPEC",
+    help="Run on this LangChain model (init_chat_model spec, e.g. openai:gpt-4o-mini) instead "
+    "of the local SmolLM2-135M (llama.cpp, in process).",
+)
+@click.option("--vllm-url", metavar="URL", help="Run on a vLLM (OpenAI-compatible) server.")
+@click.option(
+    "--small-model",
+    default="gpt-4.1-nano",
+    show_default=True,
+    help="The router's small tier: priced as this model (served by the local model with a "
+    "short context unless it is a LangChain spec like openai:gpt-4.1-nano).",
+)
+@click.option(
+    "--judge",
+    metavar="SPEC|local",
+    help="Judge model for answer agreement with the baseline (LangChain spec, or 'local').",
+)
+@click.option(
+    "--variants",
+    default=",".join(VARIANTS),
+    show_default=True,
+    help="Comma-separated subset of the variants to run.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(1, 4096),
+    help="Answer length cap (default 48, 16 with --quick).",
+)
+@click.option(
+    "--memory-budget",
+    type=click.IntRange(32, None),
+    default=200,
+    show_default=True,
+    help="Token budget of a conversation's prompt in the full variant.",
+)
+@click.option(
+    "--compress-rate",
+    type=click.FloatRange(0.05, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Target share of retrieved-passage tokens kept by tokenlean-compress.",
+)
+@click.option(
+    "--compress-scorer",
+    type=click.Choice(["distilled", "smollm2", "lexical"]),
+    default="distilled",
+    show_default=True,
+    help="tokenlean-compress scorer: MiniLM token classifier, SmolLM2 perplexity, or lexical.",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, None), help="Only the first N requests of the workload."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+def bench(
+    quick: bool,
+    data: str | None,
+    out: Path,
+    target_model: str,
+    model: str | None,
+    vllm_url: str | None,
+    small_model: str,
+    judge: str | None,
+    variants: str,
+    max_tokens: int | None,
+    memory_budget: int,
+    compress_rate: float,
+    compress_scorer: str,
+    limit: int | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Run one workload through three variants side by side and report what each costs.
+
+    \b
+    Variants:
+      baseline  full context, full history, one model
+      cached    core canonicaliser + tokenlean-cache (embedded semantic cache)
+      full      + tokenlean-memory, tokenlean-compress (when installed),
+                tokenlean-router (small/large), the vLLM adapter with --vllm-url
+
+    The workload mixes repeated and paraphrased support questions, multi-turn conversations
+    and RAG questions over retrieved passages. Tokens are counted with the target model's
+    tokenizer on what each model call was really sent; quality is measured (cache hit
+    precision, state recall, answer retention, judge agreement). Writes bench.json and
+    bench.html (plots) to --out.
+
+    Exit codes: 0 ok, 1 failure, 2 bad usage, 3 --data folder missing or incomplete.
+    """
+    from .bench import BenchConfig, BenchError, DataMissingError, run_bench
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown variant(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(VARIANTS)}",
+            param_hint="--variants",
+        )
+    if data is None:
+        from .bench import default_data_dir
+
+        found = default_data_dir()
+        data = str(found) if found is not None else "builtin"
+    try:
+        cfg = BenchConfig(
+            target_model=target_model,
+            small_model=small_model,
+            model=model,
+            vllm_url=vllm_url,
+            judge=judge,
+            max_tokens=max_tokens or (16 if quick else 48),
+            memory_budget=memory_budget,
+            compress_rate=compress_rate,
+            compress_scorer=compress_scorer,
+            seed=seed,
+            variants=chosen,
+        )
+
+        def progress(label: str, n: int) -> Any:
+            return click.progressbar(
+                length=n, label=f"  {label}", file=sys.stderr, show_pos=True, show_eta=True
+            )
+
+        click.echo(f"tokenlean bench: workload {data}; variants {', '.join(chosen)}", err=True)
+        result = run_bench(cfg, data=data, quick=quick, limit=limit, out=out, progress=progress)
+    except DataMissingError as exc:
+        raise _DataMissing(str(exc)) from exc
+    except (BenchError, TokenleanError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
+    else:
+        click.echo(result["table"])
+    click.echo(
+        f"wrote {out / 'bench.json'} and {out / 'bench.html'} in {result['seconds']:.0f}s",
+        err=True,
+    )
 
 
 _PASSTHROUGH = {
