@@ -165,9 +165,12 @@ class _DataMissing(click.ClickException):
 @click.option(
     "--compress-rate",
     type=click.FloatRange(0.05, 1.0),
-    default=0.5,
+    default=0.25,
     show_default=True,
-    help="Target share of retrieved-passage tokens kept by tokenlean-compress.",
+    help=(
+        "Target share of retrieved-passage tokens kept by tokenlean-compress (0.25 = 4x; "
+        "the distilled scorer kept the answer in 30/30 held-out NQ examples at 4x)."
+    ),
 )
 @click.option(
     "--compress-scorer",
