@@ -85,10 +85,14 @@ class Sizes:
     max_user_turns: int
     rag: int
     distractors: int
+    #: Banking77 questions asked again, verbatim, later in the stream by another customer (the
+    #: "repeated" part of support traffic; every repeat's system prompt still differs in its
+    #: session header, so only a canonicalising cache sees the repeat)
+    repeats: int = 0
 
 
-QUICK = Sizes(4, 2, 4, 1, 6, 3, 3)
-FULL = Sizes(12, 3, 16, 4, 12, 12, 3)
+QUICK = Sizes(4, 2, 4, 1, 10, 3, 3, repeats=4)
+FULL = Sizes(12, 3, 16, 4, 12, 12, 3, repeats=12)
 
 
 def default_data_dir() -> Path | None:
@@ -219,6 +223,9 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
     n_dup = sizes.qqp_pairs // 2
     pairs = rng.sample(dup, n_dup) + rng.sample(non, sizes.qqp_pairs - n_dup)
     rng.shuffle(support)
+    for original in rng.sample(support, min(sizes.repeats, len(support))):
+        i = support.index(original)
+        support.insert(rng.randrange(i + 1, len(support) + 1), dict(original))
     for k, p in enumerate(pairs):
         first = {"kind": "support", "question": p["a"].strip(), "group": f"qqp{k}a"}
         second = {
