@@ -41,7 +41,7 @@ typecheck: $(VENV)/.dev
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-unit: $(VENV)/.dev .redis/.ok
+unit: $(VENV)/.dev .redis/.ok .cache/vllm-venv/.ok
 	$(BIN)/pytest
 
 # every notebook runs top to bottom on local models (outputs stay stripped in git)
@@ -52,6 +52,11 @@ cookbook: $(VENV)/.dev .redis/.ok
 .redis/.ok: scripts/redis-stack.sh
 	bash scripts/redis-stack.sh .redis
 
+# vLLM 0.33.0's own Python code (no CUDA torch, ~0.9 GB) for tests/vllm/test_vllm_conformance.py,
+# installed under .cache/vllm-venv by our own script (wheels kept in ~/.cache/tokenlean/wheels)
+.cache/vllm-venv/.ok: scripts/vllm-conformance-env.sh $(VENV)/.dev
+	TOKENLEAN_MAIN_PYTHON=$(BIN)/python bash scripts/vllm-conformance-env.sh .cache/vllm-venv
+
 $(VENV)/.bench: requirements/bench.txt $(VENV)/.dev
 	$(PIP) -r requirements/bench.txt
 	touch $@
@@ -61,4 +66,4 @@ bench: $(VENV)/.bench .redis/.ok
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) .redis site .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .redis .cache/vllm-venv site .mypy_cache .ruff_cache .pytest_cache .hypothesis

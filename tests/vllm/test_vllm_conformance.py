@@ -1,23 +1,28 @@
 """Conformance with vLLM's own code, without a GPU.
 
-Live: a Python with vLLM 0.33.0's own package (``pip install --no-deps vllm==0.33.0`` into a
-separate venv that also sees this venv's site-packages, plus cbor2, openai-harmony, pybase64,
-msgspec, uvloop, xgrammar, fastapi, partial-json-parser, llguidance; never vLLM's CUDA torch)
-runs ``vllm_probe.py``: every SpeculativeConfig we render is built by vLLM's
+Live: a Python with vLLM 0.33.0's own package, built by ``scripts/vllm-conformance-env.sh DIR``
+(``make`` builds ``.cache/vllm-venv`` before the unit tests): ``pip install --no-deps vllm==0.33.0``
+plus exactly the packages the probe's imports reach (cbor2, openai-harmony, msgspec, pybase64,
+uvloop, partial-json-parser, xgrammar, apache-tvm-ffi, llguidance, and transformers/fastapi in
+vLLM's own ranges), seeing this venv's site-packages (its CPU torch; never vLLM's CUDA torch), runs
+``vllm_probe.py``: every SpeculativeConfig we render is built by vLLM's
 ``vllm.config.speculative.SpeculativeConfig``, every config we reject is rejected by it too, every
 ``vllm serve`` command VLLMServer builds is parsed by vLLM's own serve parser, and the metric names
-we read are the ones vLLM's metrics modules define. The venv is found at ``TOKENLEAN_VLLM_PYTHON``
-or ``.cache/vllm-venv/bin/python``; importing vLLM takes ~20-40 s on 2 cores, so it is ``slow``.
+we read are the ones vLLM's metrics modules define. The Python is ``TOKENLEAN_VLLM_PYTHON`` or
+``.cache/vllm-venv/bin/python`` once the script stamped ``.cache/vllm-venv/.ok``; importing vLLM
+takes ~17 s of CPU, so it is ``slow``. With ``CI`` set, a missing env FAILS the live test.
 
 Recorded: ``fixtures/vllm-0.33.0-probe.json`` holds the job and vLLM 0.33.0's answers from a live
-run; without the venv the same assertions run on it, after checking that what we render today is
-still exactly what was recorded (otherwise refresh it with ``--refresh-vllm-probe``, see below).
+run; the same assertions run on it, after checking that what we render today is still exactly what
+was recorded (otherwise refresh it with ``TOKENLEAN_REFRESH_VLLM_PROBE=1``, see below), so a
+developer without the env still checks against vLLM's recorded answers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,8 @@ from tokenlean_vllm import METRIC_NAMES, VLLMMetrics, parse_prometheus
 HERE = Path(__file__).resolve().parent
 RECORDED = HERE / "fixtures" / f"vllm-{VLLM_VERSION}-probe.json"
 ROOT = HERE.parent.parent
+ENV_SCRIPT = ROOT / "scripts" / "vllm-conformance-env.sh"
+ENV_DIR = ROOT / ".cache" / "vllm-venv"
 
 
 def _job() -> dict[str, Any]:
@@ -44,8 +51,8 @@ def _vllm_python() -> Path | None:
     env = os.environ.get("TOKENLEAN_VLLM_PYTHON")
     if env:
         return Path(env)
-    default = ROOT / ".cache" / "vllm-venv" / "bin" / "python"
-    return default if default.exists() else None
+    # the stamp is written last: a half-built env is not used
+    return ENV_DIR / "bin" / "python" if (ENV_DIR / ".ok").exists() else None
 
 
 def _run_probe(python: Path, job: dict[str, Any]) -> dict[str, Any]:
@@ -67,9 +74,13 @@ def _run_probe(python: Path, job: dict[str, Any]) -> dict[str, Any]:
 def live() -> dict[str, Any]:
     python = _vllm_python()
     if python is None:
-        pytest.skip(
-            "no Python with vLLM's code (set TOKENLEAN_VLLM_PYTHON); the recorded run is checked instead"
+        why = (
+            f"no Python with vLLM's code: `bash scripts/vllm-conformance-env.sh {ENV_DIR}` "
+            "(or `make .cache/vllm-venv/.ok`) builds it, or set TOKENLEAN_VLLM_PYTHON"
         )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI checks vLLM's own code: {why}")
+        pytest.skip(f"{why}; the recorded run is checked instead")
     job = _job()
     result = _run_probe(python, job)
     if os.environ.get("TOKENLEAN_REFRESH_VLLM_PROBE"):
@@ -136,6 +147,11 @@ def _check(result: dict[str, Any]) -> None:
     m = VLLMMetrics.parse(result["metrics"]["spec_decode_text"], model_name="probe-model")
     assert (m.spec_drafts, m.spec_draft_tokens, m.spec_accepted_tokens) == (2, 6, 3)
     assert m.accepted_per_position == (2, 1, 0)
+
+
+def test_env_script_pins_the_tested_vllm() -> None:
+    pins = re.findall(r"^\s*vllm==(\S+)", ENV_SCRIPT.read_text(), flags=re.M)
+    assert pins == [VLLM_VERSION], pins
 
 
 def test_recorded_vllm_run(recorded: dict[str, Any]) -> None:
