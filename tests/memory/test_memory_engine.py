@@ -255,9 +255,14 @@ def test_config_is_validated() -> None:
 def test_summary_is_extended_never_rewritten() -> None:
     prompts: list[str] = []
 
+    notes = [
+        "The user wants the Berlin orders shipped together.",
+        "Refund the Berlin shipping fee.",
+    ]
+
     def fake(prompt: str) -> str:
         prompts.append(prompt)
-        return f"segment {len(prompts)}"
+        return notes[len(prompts) - 1]
 
     engine = MemoryEngine(
         MemoryConfig(budget_tokens=200, model=MODEL, summary_max_tokens=60, state_max_tokens=40),
@@ -267,15 +272,15 @@ def test_summary_is_extended_never_rewritten() -> None:
     msgs = conversation(12, tool_every=0)
     rec = engine.update(msgs, MemoryRecord())
     first = rec.summary_text
-    assert first == "segment 1"
+    assert first == notes[0]
     msgs2 = msgs + conversation(20, tool_every=0)[24:]
     rec2 = engine.update(msgs2, rec)
     # old + new: the old segment is still there, the new one covers only newly evicted turns
-    assert [s.text for s in rec2.summary] == ["segment 1", "segment 2"]
+    assert [s.text for s in rec2.summary] == notes
     assert rec2.summary[1].start == rec.summarized_upto
-    assert "segment 1" in prompts[1]  # the model saw the previous summary as context
+    assert notes[0] in prompts[1]  # the model saw the previous summary as context
     assert "Turn 0:" not in prompts[1]  # ...and never the already-summarised turns again
-    assert rec.summary_text == "segment 1"  # the input record was not mutated
+    assert rec.summary_text == notes[0]  # the input record was not mutated
 
 
 def test_summariser_failure_falls_back_and_warns() -> None:
@@ -296,14 +301,14 @@ def test_summariser_failure_falls_back_and_warns() -> None:
     assert ctx.tokens <= 200
     assert len(msgs) - 1 in ctx.indices
     # a later success summarises what failed before (nothing skipped)
-    engine.summarizer = Summarizer(FunctionTextModel(lambda p: "recovered"))
+    engine.summarizer = Summarizer(FunctionTextModel(lambda p: "The Berlin orders recovered."))
     rec2 = engine.update(msgs, rec)
-    assert rec2.summary[0].start == 0 and rec2.summary_text == "recovered"
+    assert rec2.summary[0].start == 0 and rec2.summary_text == "The Berlin orders recovered."
 
 
 async def test_async_update_and_build() -> None:
     async def afake(prompt: str) -> str:
-        return "async notes"
+        return "Berlin orders go by express (async)."
 
     engine = MemoryEngine(
         MemoryConfig(budget_tokens=200, model=MODEL, summary_max_tokens=40, state_max_tokens=40),
@@ -312,9 +317,9 @@ async def test_async_update_and_build() -> None:
     )
     msgs = conversation(15, tool_every=2)
     rec = await engine.aupdate(msgs, MemoryRecord())
-    assert rec.summary_text == "async notes"
+    assert rec.summary_text == "Berlin orders go by express (async)."
     ctx = await engine.abuild(msgs, rec)
-    assert ctx.tokens <= 200 and "async notes" in ctx.memory_text
+    assert ctx.tokens <= 200 and "express (async)" in ctx.memory_text
 
 
 # ------------------------------------------------------------------ recall and extraction

@@ -50,7 +50,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.LangChainDe
 
 def _summariser() -> LangChainTextModel:
     return LangChainTextModel(
-        FakeMessagesListChatModel(responses=[AIMessage(f"notes {i}") for i in range(200)])
+        FakeMessagesListChatModel(
+            responses=[AIMessage(f"Every parcel must be insured ({i}).") for i in range(200)]
+        )
     )
 
 
@@ -107,7 +109,7 @@ def test_runnable_with_message_history_keeps_full_history(ledger: Ledger) -> Non
     assert isinstance(ctx_msgs[0], SystemMessage)
     assert ctx_msgs[-1] is hist.full_messages[-1] or ctx_msgs[-1] == hist.full_messages[-1]
     rec = hist.record()
-    assert rec.summary and rec.summary[0].text == "notes 0"
+    assert rec.summary and rec.summary[0].text == "Every parcel must be insured (0)."
     assert any(e.value == "Lisbon" for e in rec.state.entities)
     assert [r for r in ledger.records() if r.kind == "saving" and r.component == "memory"]
 

@@ -21,6 +21,7 @@ from tokenlean_memory import (
     MemoryEngine,
     MemoryRecord,
     RedisRecordStore,
+    Summarizer,
 )
 from tokenlean_memory.llama_index import (
     ChatStoreRecordStore,
@@ -40,9 +41,12 @@ def _config(budget: int = 170) -> MemoryConfig:
 
 
 def _memory(store: SimpleChatStore | None = None, ledger: Ledger | None = None) -> TokenleanMemory:
-    engine = MemoryEngine(
-        _config(), summarizer=LlamaIndexTextModel(MockLLM(max_tokens=6)), ledger=ledger or Ledger()
+    # MockLLM echoes the head of the prompt: keep it unfiltered, so the test sees the summariser's
+    # output travel through the LlamaIndex LLM into the record
+    summariser = Summarizer(
+        LlamaIndexTextModel(MockLLM(max_tokens=6)), novel_only=False, grounded=False
     )
+    engine = MemoryEngine(_config(), summarizer=summariser, ledger=ledger or Ledger())
     return TokenleanMemory.from_defaults(
         engine=engine,
         chat_store=store or SimpleChatStore(),
@@ -130,7 +134,9 @@ def test_from_defaults_with_llm_and_history() -> None:
 
 def _record() -> MemoryRecord:
     engine = MemoryEngine(
-        _config(), summarizer=FunctionTextModel(lambda p: "notes"), ledger=Ledger()
+        _config(),
+        summarizer=FunctionTextModel(lambda p: "The crates must be insured."),
+        ledger=Ledger(),
     )
     msgs = [
         {"role": "user", "content": f"Ship {i} crates to Hamburg by Friday."} for i in range(25)
@@ -183,7 +189,9 @@ def test_redis_record_store_sync_and_async(redis_url: str) -> None:
 def test_llama_index_memory_with_redis_records(redis_url: str) -> None:
     records = RedisRecordStore(redis_url, prefix="tl-test:li:")
     chat_store = SimpleChatStore()
-    engine = MemoryEngine(_config(), summarizer=FunctionTextModel(lambda p: "n"), ledger=Ledger())
+    engine = MemoryEngine(
+        _config(), summarizer=FunctionTextModel(lambda p: "Pack it all."), ledger=Ledger()
+    )
     mem = TokenleanMemory.from_defaults(
         engine=engine, chat_store=chat_store, chat_store_key="k", record_store=records
     )

@@ -29,7 +29,7 @@ from tokenlean_core import Ledger, Message, count_tokens, get_ledger, normalize_
 from .extract import LexicalExtractor, LLMStateExtractor, StateExtractor, key_terms
 from .models import TextModel
 from .schema import MemoryConfig, MemoryRecord, MemoryState, StateSchema, SummarySegment
-from .summarize import Summarizer
+from .summarize import Summarizer, drop_covered
 
 __all__ = ["Embedder", "MemoryContext", "MemoryEngine", "MemoryWarning", "split_blocks"]
 
@@ -175,20 +175,27 @@ class MemoryEngine:
         return int(count_tokens(text, self.config.model))
 
     # ------------------------------------------------------------------ rendering
-    def _summary_lines(self, record: MemoryRecord, cap: int) -> list[str]:
+    def _summary_lines(
+        self, record: MemoryRecord, cap: int, covered: frozenset[str] = frozenset()
+    ) -> list[str]:
         """The newest summary segments within ``cap`` tokens; if even the newest does not fit, its
-        head cut to the cap (the summary is never silently dropped for being long)."""
+        head cut to the cap (the summary is never silently dropped for being long).
+
+        Sentences whose content words are all in ``covered`` (the rendered state and the verbatim
+        turns of this context) are left out: the context says them already.
+        """
         out: list[str] = []
         used = 0
         for seg in reversed(record.summary):
-            if not seg.text:
+            text = drop_covered(seg.text, covered) if covered and seg.text else seg.text
+            if not text:
                 continue
-            c = self._text_cost(seg.text) + 1
+            c = self._text_cost(text) + 1
             if used + c > cap:
                 if not out and cap >= 8:
-                    out.append(self._clip(seg.text, cap - 1))
+                    out.append(self._clip(text, cap - 1))
                 break
-            out.append(seg.text)
+            out.append(text)
             used += c
         return list(reversed(out))
 
@@ -602,8 +609,12 @@ class MemoryEngine:
         room = max(0, cfg.budget_tokens - used - self._text_cost(cfg.memory_header) - 4)
         state_cap = min(cfg.state_max_tokens, room)
         state = self._fit_state(record.state, visible, state_cap, len(msgs))
-        state_cost = self._text_cost(self._render_state(state)) if state else 0
-        summary = self._summary_lines(record, min(cfg.summary_max_tokens, room - state_cost))
+        rendered = self._render_state(state) if state else ""
+        state_cost = self._text_cost(rendered) if state else 0
+        covered = self._terms(visible) | self._terms(rendered) if record.summary else frozenset()
+        summary = self._summary_lines(
+            record, min(cfg.summary_max_tokens, room - state_cost), covered
+        )
         memory = self._memory_text(summary, state, [])
         st = self._system_text(sys_parts, memory)
         fixed = self.count([*pre, Message(role="system", content=st)] if st else list(pre), tools)
@@ -685,6 +696,13 @@ class MemoryEngine:
             return rec.summarized_upto, []
         return cut, list(msgs[lo:cut])
 
+    def _cap_summary(self, text: str) -> str:
+        """An extension cut to ``summary_max_tokens`` (more could never be shown) and to
+        ``summary_segment_max_chars``."""
+        text = text[: self.config.summary_segment_max_chars]
+        cap = self.config.summary_max_tokens
+        return self._clip(text, cap) if cap >= 8 else text
+
     def _summary_failed(self, rec: MemoryRecord, exc: BaseException) -> None:
         rec.summary_failures += 1
         logger.warning("summariser failed (%s); keeping the previous summary", type(exc).__name__)
@@ -717,12 +735,14 @@ class MemoryEngine:
             if pending:
                 t0 = time.perf_counter()
                 try:
-                    text = self.summarizer.extend(rec.summary_text, pending)
+                    text = self.summarizer.extend(rec.summary_text, pending, rec.state)
                 except Exception as exc:
                     self._summary_failed(rec, exc)
                 else:
                     rec.summary.append(
-                        SummarySegment(start=rec.summarized_upto, end=cut, text=text)
+                        SummarySegment(
+                            start=rec.summarized_upto, end=cut, text=self._cap_summary(text)
+                        )
                     )
                     rec.summarized_upto = cut
                     logger.debug("summary extended in %.2fs", time.perf_counter() - t0)
@@ -749,12 +769,14 @@ class MemoryEngine:
             cut, pending = self._pending(msgs, rec)
             if pending:
                 try:
-                    text = await self.summarizer.aextend(rec.summary_text, pending)
+                    text = await self.summarizer.aextend(rec.summary_text, pending, rec.state)
                 except Exception as exc:
                     self._summary_failed(rec, exc)
                 else:
                     rec.summary.append(
-                        SummarySegment(start=rec.summarized_upto, end=cut, text=text)
+                        SummarySegment(
+                            start=rec.summarized_upto, end=cut, text=self._cap_summary(text)
+                        )
                     )
                     rec.summarized_upto = cut
         rec.updated_at = time.time()
