@@ -10,6 +10,15 @@ Data (read in place from ``../shared/data/cache``, override with ``--data``):
   in the 80,854 pairs, or the same text).
 * Banking77: store train utterances, query test utterances; a hit is right when the intents match.
 
+Ours runs the default guard: the lexical check, then the MiniLM cross-encoder
+(``benchmarks/train_cross_guard.py``). The headline, ``at_shipped_threshold``, uses the threshold
+shipped with the weights (calibrated on DEV pairs, never on TEST). ``oracle_at_precision_*``
+picks the best threshold on the report split itself: a ceiling, not a result (the anchors'
+``at_precision_0.95`` is that same oracle on the cosine, as in ANCHORS.md). Cross-encoder scores
+are memoised under ``.cache/cache-bench`` per weights file, like the MiniLM vectors, so
+``--quick`` stays under a minute once the full run has filled the memo. The guard's added latency
+per candidate is timed against one MiniLM query embedding, in alternation.
+
 Latency is lookup time excluding embedding (vectors are precomputed and served from memory), at
 1k entries (real questions) and 100k entries (random unit vectors: embedding 100k real questions
 takes ~15 min on this CPU; the IVF index's recall against brute force is measured separately on
@@ -105,19 +114,24 @@ def score_hits(
     queries: list[str],
     positive: list[bool],
     correct: Callable[[str, str], bool],
+    strict: Callable[[str, str], bool] | None = None,
 ) -> dict[str, float | int]:
     n_hits = sum(h is not None for h in hits)
     right = sum(1 for q, h in zip(queries, hits, strict=True) if h is not None and correct(q, h))
     pos = sum(positive)
     hit_pos = sum(1 for h, p in zip(hits, positive, strict=True) if h is not None and p)
     hit_neg = sum(1 for h, p in zip(hits, positive, strict=True) if h is not None and not p)
-    return {
+    out: dict[str, float | int] = {
         "hits": n_hits,
         "hit_rate": round(hit_pos / pos, 4) if pos else 0.0,
         "false_hit_rate_on_negatives": round(hit_neg / max(1, len(hits) - pos), 4),
         "hit_precision": round(right / n_hits, 4) if n_hits else 1.0,
         "correct_hits": right,
     }
+    if strict is not None:
+        r_s = sum(1 for q, h in zip(queries, hits, strict=True) if h is not None and strict(q, h))
+        out["hit_precision_strict"] = round(r_s / n_hits, 4) if n_hits else 1.0
+    return out
 
 
 def curve(
@@ -126,10 +140,11 @@ def curve(
     queries: list[str],
     positive: list[bool],
     correct: Callable[[str, str], bool],
+    strict: Callable[[str, str], bool] | None = None,
 ) -> list[dict[str, float | int]]:
     out = []
     for t in thresholds:
-        m = score_hits(decide(t), queries, positive, correct)
+        m = score_hits(decide(t), queries, positive, correct, strict)
         out.append({"threshold": round(t, 4), **m})
     return out
 
@@ -204,15 +219,52 @@ def memo_embedder(memo: Memo) -> Any:
     return emb
 
 
+def cross_scores(verifier: Any, pairs: list[tuple[str, str]]) -> list[float]:
+    """Cross-encoder scores, memoised on disk per weights file (like the MiniLM vectors)."""
+    import hashlib
+
+    from tokenlean_cache.cross import WEIGHTS
+
+    raw = (
+        Path(verifier.path).read_bytes()
+        if verifier.path
+        else (ROOT / "packages/tokenlean-cache/tokenlean_cache/data" / WEIGHTS).read_bytes()
+    )
+    tag = hashlib.sha256(raw).hexdigest()[:16]
+    path = MEMO / f"cross_scores_{tag}.json"
+    known: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+    key = [f"{a}\x1f{b}" for a, b in pairs]
+    todo = list(dict.fromkeys(k for k in key if k not in known))
+    if todo:
+        print(f"  scoring {len(todo)} candidate pairs with the cross-encoder ...", flush=True)
+        got = verifier.score_pairs([tuple(k.split("\x1f", 1)) for k in todo])
+        known.update(zip(todo, got, strict=True))
+        path.write_text(json.dumps(known))
+    return [known[k] for k in key]
+
+
 def run_ours_quality(
     memo: Memo,
     stored: list[str],
     queries: list[str],
     positive: list[bool],
     correct: Callable[[str, str], bool],
+    strict: Callable[[str, str], bool] | None = None,
     max_distance: float = 0.5,
+    engine_check: int = 100,
 ) -> dict[str, Any]:
-    from tokenlean_cache import CacheConfig, EmbeddedStore, Guard, SemanticCache
+    """Ours on one split: every query's exact hit or its one candidate (as the engine builds
+    them), the cross-encoder score of each candidate computed once, then thresholds swept. The
+    headline is the *shipped* threshold (calibrated on DEV by train_cross_guard.py); the best
+    threshold picked on this split is an oracle ceiling, not a result."""
+    from tokenlean_cache import (
+        CacheConfig,
+        CrossEncoderVerifier,
+        EmbeddedStore,
+        Guard,
+        LearnedVerifier,
+        SemanticCache,
+    )
 
     engine = SemanticCache(
         EmbeddedStore(":memory:", max_entries=None),
@@ -221,37 +273,51 @@ def run_ours_quality(
         config=CacheConfig(max_distance=max_distance, record=False),
     )
     guard = engine.guard
-    assert isinstance(guard, Guard) and guard.verifier is not None
+    assert isinstance(guard, Guard) and isinstance(guard.verifier, LearnedVerifier)
+    mlp = guard.verifier
+    cross = CrossEncoderVerifier()
     t0 = time.perf_counter()
     for s in stored:
         engine.update(s, s, model="bench")
     store_s = time.perf_counter() - t0
-    # candidate lists exactly as the engine builds them, scored once, then swept
-    cands: list[list[tuple[str, float, bool, float]]] = []
+    # candidate lists exactly as the engine builds them
+    rows: list[list[tuple[str, float, bool, float]]] = []
     exact: list[str | None] = []
+    lexical = Guard(lexical=True, verifier=None)
     for q in queries:
         pq = engine.prepare(q, model="bench")
         e = engine.store.get_exact(pq.key)
         exact.append(e.question if e is not None else None)
         vec = engine.embedder.embed_one(pq.question)
         found = engine.store.search(pq.partition, vec, max_distance, engine.config.candidates)
-        row = []
-        for entry, dist in found:
-            dec = Guard(lexical=True, verifier=None).check(q, entry.question)
-            score = guard.verifier.score(vec, entry.vector, q, entry.question)
-            row.append((entry.question, dist, dec.accepted, score))
-        cands.append(row)
+        rows.append(
+            [
+                (
+                    entry.question,
+                    dist,
+                    lexical.check(q, entry.question).accepted,
+                    mlp.score(vec, entry.vector, q, entry.question),
+                )
+                for entry, dist in found
+            ]
+        )
+    flat = [(q, r[0]) for q, row in zip(queries, rows, strict=True) for r in row]
+    t1 = time.perf_counter()
+    xs = iter(cross_scores(cross, flat))
+    scoring_s = time.perf_counter() - t1
+    cands = [[(*r, next(xs)) for r in row] for row in rows]
 
-    def decide_score(t: float, lexical: bool = True) -> list[str | None]:
+    def decide(t: float, lexical: bool = True, which: int = 4) -> list[str | None]:
         out: list[str | None] = []
         for ex, row in zip(exact, cands, strict=True):
             if ex is not None:
                 out.append(ex)
                 continue
             pick = None
-            for text, d, lex_ok, s in row:
+            for cand in row:
+                text, d, lex_ok, score = cand[0], cand[1], cand[2], float(cand[which])
                 near = lexical and d <= guard.accept_distance
-                if (lex_ok or not lexical) and (s >= t or near):
+                if (lex_ok or not lexical) and (score >= t or near):
                     pick = text
                     break
             out.append(pick)
@@ -264,41 +330,69 @@ def run_ours_quality(
                 out.append(ex)
                 continue
             pick = None
-            for text, d, lex_ok, _s in row:
+            for text, d, lex_ok, _m, _x in row:
                 if d <= 1 - t and lex_ok:
                     pick = text
                     break
             out.append(pick)
         return out
 
-    score_grid = [round(x, 3) for x in np.linspace(0.05, 0.995, 60)]
-    cos_grid = [round(x, 3) for x in np.arange(0.5, 1.0001, 0.01)]
-    full = curve(decide_score, score_grid, queries, positive, correct)
-    verifier_only = curve(
-        lambda t: decide_score(t, lexical=False), score_grid, queries, positive, correct
+    score_grid = sorted(
+        {round(x, 3) for x in np.linspace(0.05, 0.995, 60)}
+        | {round(guard.min_score, 4), round(cross.threshold, 4)}
     )
-    lexical_only = curve(decide_lexical_cos, cos_grid, queries, positive, correct)
-    # the shipped operating point, through the engine's own lookup
+    cos_grid = [round(x, 3) for x in np.arange(0.5, 1.0001, 0.01)]
+    full = curve(lambda t: decide(t, which=3), score_grid, queries, positive, correct, strict)
+    cross_curve = curve(decide, score_grid, queries, positive, correct, strict)
+    cross_only = curve(
+        lambda t: decide(t, lexical=False), score_grid, queries, positive, correct, strict
+    )
+    lexical_only = curve(decide_lexical_cos, cos_grid, queries, positive, correct, strict)
+    shipped_hits = decide(guard.min_score, which=3)
+    shipped = score_hits(shipped_hits, queries, positive, correct, strict)
+    # the same operating point through the engine's own lookup, on the first queries
     t0 = time.perf_counter()
-    shipped_hits: list[str | None] = []
-    for q in queries:
+    agree = 0
+    n_check = min(engine_check, len(queries))
+    for q, h in zip(queries[:n_check], shipped_hits[:n_check], strict=True):
         hit = engine.lookup(q, model="bench")
-        shipped_hits.append(hit.payload if hit is not None else None)
-    lookup_s = (time.perf_counter() - t0) / max(1, len(queries))
-    shipped = score_hits(shipped_hits, queries, positive, correct)
+        agree += int((hit.payload if hit is not None else None) == h)
+    lookup_s = (time.perf_counter() - t0) / max(1, n_check)
     engine.close()
+    n_cand = len(flat)
     return {
         "max_distance": max_distance,
+        "verifier": "default guard: lexical check + MLP verifier (guard_minilm.npz)",
         "shipped_threshold": round(guard.min_score, 4),
+        "shipped_threshold_source": "calibrated on train-split pairs, not on this split",
         "at_shipped_threshold": shipped,
-        "at_precision_0.95": at_precision(full, TARGET),
-        "at_precision_0.90": at_precision(full, 0.90),
+        "engine_lookup_agrees_with_sweep": f"{agree}/{n_check}",
+        "oracle_at_precision_0.95_threshold_picked_on_this_split": at_precision(full, TARGET),
+        "oracle_at_precision_0.90_threshold_picked_on_this_split": at_precision(full, 0.90),
         "curve_guard_score": full,
-        "ablation_verifier_only_at_0.95": at_precision(verifier_only, TARGET),
-        "ablation_lexical_plus_cosine_at_0.95": at_precision(lexical_only, TARGET),
+        "cross_encoder": {
+            "guard": 'Guard(verifier="cross"): lexical check + MiniLM cross-encoder '
+            "(guard_cross_minilm.npz)",
+            "shipped_threshold": round(cross.threshold, 4),
+            "shipped_threshold_source": "calibrated on DEV (train_cross_guard.py)",
+            "at_shipped_threshold": score_hits(
+                decide(cross.threshold), queries, positive, correct, strict
+            ),
+            "oracle_at_precision_0.95_threshold_picked_on_this_split": at_precision(
+                cross_curve, TARGET
+            ),
+            "oracle_at_precision_0.90_threshold_picked_on_this_split": at_precision(
+                cross_curve, 0.90
+            ),
+            "without_lexical_oracle_0.95": at_precision(cross_only, TARGET),
+            "curve": cross_curve,
+        },
+        "ablation_lexical_plus_cosine_oracle_0.95": at_precision(lexical_only, TARGET),
         "curve_lexical_plus_cosine": lexical_only,
+        "candidates_scored": n_cand,
+        "cross_scoring_s_this_run": round(scoring_s, 1),
         "store_throughput_per_s": round(len(stored) / store_s, 1),
-        "mean_lookup_ms_incl_guard": round(lookup_s * 1000, 4),
+        "mean_lookup_ms_incl_guard_first_queries": round(lookup_s * 1000, 4),
     }
 
 
@@ -410,19 +504,38 @@ def setup_ours(
 def latency_ours(
     store: Any, n: int, n_queries: int, real: tuple[list[str], F32] | None
 ) -> dict[str, Any]:
-    """Lookup latency of the engine (exact check + vector search + guard), excl. embedding."""
+    """Lookup latency of the engine (exact check + vector search + guard), excl. embedding,
+    interleaved query by query with a numpy brute-force cosine search over the same vectors
+    (``mat @ q``, argmax: the reference row of ANCHORS.md), so load hits both alike."""
     engine, qtexts, info = setup_ours(store, n, n_queries, real)
-    lat = []
-    for qt in qtexts:
-        t1 = time.perf_counter()
-        engine.lookup(qt, model="bench")
-        lat.append(time.perf_counter() - t1)
+    mat = real[1][:n] if real is not None else random_unit(n)
+    qv = query_vectors(mat, n_queries)
+    lat: list[float] = []
+    ref: list[float] = []
+
+    def ours(i: int) -> None:
+        engine.lookup(qtexts[i], model="bench")
+
+    def brute(i: int) -> None:
+        sims = mat @ qv[i]
+        int(np.argmax(sims))
+
+    for i in range(len(qtexts)):
+        steps = ((ours, lat), (brute, ref))
+        for fn, acc in steps if i % 2 == 0 else steps[::-1]:
+            t1 = time.perf_counter()
+            fn(i)
+            acc.append(time.perf_counter() - t1)
     part = getattr(store, "_parts", {})
     ivf = any(getattr(p, "centroids", None) is not None for p in part.values())
     return {
         **info,
         "lookup_p50_ms": pct(lat, 50),
         "lookup_p99_ms": pct(lat, 99),
+        "numpy_brute_force_p50_ms": pct(ref, 50),
+        "numpy_brute_force_p99_ms": pct(ref, 99),
+        "ours_over_brute_force_p50": round(pct(lat, 50) / pct(ref, 50), 3),
+        "timing": "interleaved query by query with the numpy brute-force reference",
         "index": f"IVF (numpy, nprobe {store.nprobe})" if ivf else "exact",
     }
 
@@ -430,7 +543,7 @@ def latency_ours(
 def ivf_recall(memo: Memo, queries: list[str], nprobe: int) -> dict[str, Any]:
     """Recall of the embedded store's IVF index against brute force, on real MiniLM vectors:
     every memoised benchmark text that is not a query is stored; a query counts in a region
-    when its exact nearest neighbour is at least that similar."""
+    when its exact nearest neighbour is at least that similar; default ``nprobe`` and others."""
     from tokenlean_cache import EmbeddedStore, Entry
 
     qset = set(queries)
@@ -442,27 +555,31 @@ def ivf_recall(memo: Memo, queries: list[str], nprobe: int) -> dict[str, Any]:
     part = store._parts["p"]
     sims = qv @ sv.T
     nn, best = sims.argmax(axis=1), sims.max(axis=1)
-    got: list[int | None] = []
-    lat = []
-    for q in qv:
-        t0 = time.perf_counter()
-        r = part.nearest(q, 1, 0.5)
-        lat.append(time.perf_counter() - t0)
-        got.append(int(r[0][0][1:]) if r else None)
-    out: dict[str, Any] = {
-        "entries": len(stexts),
-        "queries": len(queries),
-        "ivf_lists": len(part.lists),
-        "nprobe": nprobe,
-        "search_p50_ms": pct(lat, 50),
-    }
-    for lo in (0.7, 0.8, 0.85, 0.9):
-        m = np.flatnonzero(best >= lo)
-        ok = sum(1 for i in m if got[i] == int(nn[i]))
-        out[f"recall_at_1_nn_cos_ge_{lo}"] = round(ok / max(1, len(m)), 4)
-        out[f"queries_nn_cos_ge_{lo}"] = len(m)
+    runs: list[dict[str, Any]] = []
+    for probe in dict.fromkeys((nprobe, 16, 8, 4)):
+        part.nprobe = probe
+        got: list[int | None] = []
+        lat = []
+        for q in qv:
+            t0 = time.perf_counter()
+            r = part.nearest(q, 1, 0.5)
+            lat.append(time.perf_counter() - t0)
+            got.append(int(r[0][0][1:]) if r else None)
+        out: dict[str, Any] = {
+            "entries": len(stexts),
+            "queries": len(queries),
+            "ivf_lists": len(part.lists),
+            "nprobe": probe,
+            "search_p50_ms": pct(lat, 50),
+        }
+        for lo in (0.7, 0.8, 0.85, 0.9):
+            m = np.flatnonzero(best >= lo)
+            ok = sum(1 for i in m if got[i] == int(nn[i]))
+            out[f"recall_at_1_nn_cos_ge_{lo}"] = round(ok / max(1, len(m)), 4)
+            out[f"queries_nn_cos_ge_{lo}"] = len(m)
+        runs.append(out)
     store.close()
-    return out
+    return {**runs[0], "default_nprobe": nprobe, "other_nprobe": runs[1:]}
 
 
 def redis_bulk_put(store: Any) -> Callable[[list[Any]], None]:
@@ -740,6 +857,43 @@ def embedding_cost(memo: Memo, n: int = 30) -> dict[str, Any]:
     }
 
 
+def guard_cost(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The cross-encoder's added latency per candidate against one MiniLM query embedding (the
+    cost every semantic lookup already pays), both on one torch thread, timed in alternation."""
+    from tokenlean_cache import CrossEncoderVerifier, MiniLMEmbedder
+
+    emb = MiniLMEmbedder(memo_size=0)
+    ver = CrossEncoderVerifier()
+    t0 = time.perf_counter()
+    ver.load()
+    load_s = time.perf_counter() - t0
+    for q, c in pairs[:3]:
+        emb._encode([q])
+        ver.score_text(q, c)
+    t_emb: list[float] = []
+    t_x: list[float] = []
+    for i, (q, c) in enumerate(pairs):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            t1 = time.perf_counter()
+            if which == 0:
+                emb._encode([q])
+            else:
+                ver.score_text(q, c)
+            (t_emb if which == 0 else t_x).append(time.perf_counter() - t1)
+    return {
+        "pairs": len(pairs),
+        "query_embedding_p50_ms": pct(t_emb, 50),
+        "cross_encoder_per_candidate_p50_ms": pct(t_x, 50),
+        "cross_encoder_per_candidate_p99_ms": pct(t_x, 99),
+        "cross_over_query_embedding_p50": round(pct(t_x, 50) / pct(t_emb, 50), 3),
+        "cross_over_query_embedding_median_paired": round(
+            float(np.median(np.asarray(t_x) / np.asarray(t_emb))), 3
+        ),
+        "cross_encoder_load_s_once_per_process": round(load_s, 2),
+        "threads": 1,
+    }
+
+
 DEFAULT_DATA_ARG = DEFAULT_DATA
 
 
@@ -765,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     n_test = 1000 if args.quick else 3000
     n_bank_store, n_bank_query = (1000, 600) if args.quick else (2000, 3080)
     n_q_lat = 200 if args.quick else 1000
+    n_check = 50 if args.quick else 300  # engine.lookup vs the sweep, first queries
     memo = Memo()
 
     # QQP test split: the same permutation as train_guard.py; the guard never saw these pairs
@@ -783,6 +938,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def qqp_correct(q: str, h: str) -> bool:
         return q == h or (q, h) in dup
+
+    own = {(p["b"], p["a"]) for p in test if int(p["duplicate"])}
+
+    def qqp_strict(q: str, h: str) -> bool:  # the query's own labelled pair only
+        return q == h or (q, h) in own
 
     result: dict[str, Any] = {
         "data": {
@@ -803,7 +963,9 @@ def main(argv: list[str] | None = None) -> int:
     result["anchor"]["qqp_cosine"] = run_cosine_quality(
         memo, stored, queries, positive, qqp_correct
     )
-    result["ours"]["qqp"] = run_ours_quality(memo, stored, queries, positive, qqp_correct)
+    result["ours"]["qqp"] = run_ours_quality(
+        memo, stored, queries, positive, qqp_correct, qqp_strict, engine_check=n_check
+    )
 
     print("Banking77 quality ...", flush=True)
     bank_store = load_banking(args.data, "banking77_train.csv")[:n_bank_store]
@@ -820,8 +982,16 @@ def main(argv: list[str] | None = None) -> int:
     result["anchor"]["banking77_cosine"] = run_cosine_quality(
         memo, b_stored, b_queries, b_pos, bank_correct
     )
-    result["ours"]["banking77"] = run_ours_quality(memo, b_stored, b_queries, b_pos, bank_correct)
+    result["ours"]["banking77"] = run_ours_quality(
+        memo, b_stored, b_queries, b_pos, bank_correct, engine_check=n_check
+    )
 
+    t_sec = time.perf_counter()
+    print("Guard cost ...", flush=True)
+    result["ours"]["guard_cost"] = guard_cost(
+        [(p["b"], p["a"]) for p in test[: 20 if args.quick else 150]]
+    )
+    sections["guard_cost_s"] = round(time.perf_counter() - t_sec, 1)
     sections["quality_s"] = round(time.perf_counter() - t_start, 1)
     print("Latency ...", flush=True)
     t_sec = time.perf_counter()
@@ -845,7 +1015,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if not args.quick:
-        result["ours"]["ivf_recall_real_minilm"] = ivf_recall(memo, queries, 16)
+        result["ours"]["ivf_recall_real_minilm"] = ivf_recall(
+            memo, queries, EmbeddedStore(":memory:").nprobe
+        )
     sections["embedded_latency_s"] = round(time.perf_counter() - t_sec, 1)
     t_sec = time.perf_counter()
     with redis_server(args.redis_url) as url:
@@ -870,17 +1042,24 @@ def main(argv: list[str] | None = None) -> int:
         result["ours"]["embedding_path"] = embedding_cost(memo)
         sections["embedding_cost_s"] = round(time.perf_counter() - t_sec, 1)
 
-    # ratios and targets
-    ours95 = result["ours"]["qqp"]["at_precision_0.95"]
+    # ratios and targets: the headline is the shipped threshold (calibrated on DEV); the best
+    # threshold picked on the report split is an oracle ceiling
+    shipped = result["ours"]["qqp"]["at_shipped_threshold"]
+    oracle95 = result["ours"]["qqp"]["oracle_at_precision_0.95_threshold_picked_on_this_split"]
     anc95 = result["anchor"]["qqp_cosine"]["at_precision_0.95"]
     ratios: dict[str, Any] = {
-        "qqp_hit_rate_at_p95_ours": ours95["hit_rate"] if ours95 else 0.0,
-        "qqp_hit_rate_at_p95_anchor": anc95["hit_rate"] if anc95 else 0.0,
-        "qqp_at_shipped_threshold": result["ours"]["qqp"]["at_shipped_threshold"],
+        "qqp_at_shipped_threshold": shipped,
+        "qqp_hit_rate_at_shipped_threshold": shipped["hit_rate"],
+        "qqp_hit_precision_at_shipped_threshold": shipped["hit_precision"],
+        "qqp_cross_encoder_at_its_shipped_threshold": result["ours"]["qqp"]["cross_encoder"][
+            "at_shipped_threshold"
+        ],
+        "qqp_oracle_hit_rate_at_p95_ours": oracle95["hit_rate"] if oracle95 else 0.0,
+        "qqp_oracle_hit_rate_at_p95_anchor_cosine": anc95["hit_rate"] if anc95 else 0.0,
     }
-    if ours95 and anc95 and anc95["hit_rate"]:
-        ratios["qqp_hit_rate_at_p95_ours_over_anchor"] = round(
-            ours95["hit_rate"] / anc95["hit_rate"], 2
+    if anc95 and anc95["hit_rate"]:
+        ratios["qqp_shipped_hit_rate_over_anchor_oracle"] = round(
+            float(shipped["hit_rate"]) / float(anc95["hit_rate"]), 2
         )
     emb_lat = result["ours"]["latency_embedded"]
     ratios["embedded_p50_ms_by_size"] = {str(x["entries"]): x["lookup_p50_ms"] for x in emb_lat}
@@ -907,7 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
             "ours_over_plain_per_query"
         ]
     ratios["targets"] = {
-        "qqp_hit_rate_ge_0.45_at_p95": bool(ours95 and ours95["hit_rate"] >= 0.45),
+        "qqp_hit_rate_ge_0.45_at_p95_shipped_threshold": bool(
+            shipped["hit_rate"] >= 0.45 and shipped["hit_precision"] >= TARGET
+        ),
         "embedded_p50_lt_0.5ms_at_largest": emb_lat[-1]["lookup_p50_ms"] < 0.5,
         "redis_p50_within_1.0x_redisvl": bool(paired)
         and all(x["ours_flat_over_redisvl_p50"] <= 1.0 for x in paired),

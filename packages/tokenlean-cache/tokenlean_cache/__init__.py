@@ -13,6 +13,7 @@ exact matches only.
 
 from __future__ import annotations
 
+from .cross import CrossEncoderVerifier
 from .embeddings import Embedder, MiniLMEmbedder, as_embedder
 from .engine import (
     CacheConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "CacheHit",
     "CacheStore",
     "CacheUnavailableWarning",
+    "CrossEncoderVerifier",
     "EmbeddedStore",
     "Embedder",
     "Entry",

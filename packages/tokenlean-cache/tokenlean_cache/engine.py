@@ -228,7 +228,8 @@ class SemanticCache:
             :class:`~tokenlean_cache.embeddings.Embedder`, any ``Callable[[list[str]], array]``,
             a LangChain ``Embeddings`` or a LlamaIndex embedding.
         guard: ``"default"`` (lexical check + the shipped learned verifier, which is only used
-            with the MiniLM embedder), a :class:`~tokenlean_cache.guard.Guard`, or ``None``.
+            with the MiniLM embedder), a :class:`~tokenlean_cache.guard.Guard` (e.g.
+            ``Guard(verifier="cross")`` for the cross-encoder), or ``None``.
         config: :class:`CacheConfig`.
         ledger: Where hits, misses and savings go (the process ledger by default).
         max_distance: Shortcut overriding ``config.max_distance``.
@@ -566,7 +567,11 @@ class SemanticCache:
             vec = known if known is not None else await self._aembed(q.question)
             if known is None:
                 found = await self.store.asearch(q.partition, vec, md, self.config.candidates)
-            accepted = self._accept(q, vec, found)
+            if found and self.guard is not None and self.guard.runs_model:
+                # the cross-encoder is a model forward pass: off the event loop
+                accepted = await asyncio.to_thread(self._accept, q, vec, found)
+            else:
+                accepted = self._accept(q, vec, found)
             if accepted is not None:
                 full = await self.store.aresolve(accepted[0])
                 if full is None:

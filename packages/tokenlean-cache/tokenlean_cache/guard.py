@@ -1,16 +1,21 @@
-"""The false-hit guard: a lexical check plus a small learned verifier, run on candidate hits.
+"""The false-hit guard: a lexical check plus a learned verifier, run on candidate hits.
 
 Nearest-neighbour search alone cannot tell "how do I open an account" from "how do I close an
 account", or "flights from Paris to London" from "flights from London to Paris": their embeddings
-are close. The guard looks at both texts and both vectors of a candidate pair:
+are close. The guard looks at both texts of a candidate pair:
 
 * :func:`lexical_conflict` rejects pairs that differ in negation, numbers, dates or times, named
   entities (different or swapped) or the kind of question (who/when/where vs the rest);
-* :class:`LearnedVerifier` scores the pair with a small MLP over the MiniLM vectors of both sides
-  (``|u-v|``, ``u*v``, cosine) and lexical features, trained on a train split of the Quora
-  Question Pairs (``benchmarks/train_guard.py`` reproduces the shipped weights;
-  ``tokenlean_cache/data/guard_minilm.npz``). It is only valid with the vectors of the model it was
-  trained on (all-MiniLM-L6-v2); with another embedder the guard keeps the lexical check only.
+* :class:`LearnedVerifier`, the default learned verifier: a small MLP over the MiniLM vectors
+  of both sides (``|u-v|``, ``u*v``, cosine) and lexical features (``benchmarks/train_guard.py``;
+  ``tokenlean_cache/data/guard_minilm.npz``). It is only valid with all-MiniLM-L6-v2 vectors;
+* ``Guard(verifier="cross")`` uses a cross-encoder instead
+  (:class:`~tokenlean_cache.cross.CrossEncoderVerifier`): the MiniLM the embeddings use, reading
+  ``[CLS] query [SEP] candidate [SEP]``, its top layers and a binary head fine-tuned on a train
+  split of the Quora Question Pairs (``benchmarks/train_cross_guard.py``). It reads texts, so it
+  works whatever embedder the cache uses; when its weights or torch cannot load, the guard warns
+  once and falls back to :class:`LearnedVerifier`. The shipped weights come from a short CPU run
+  (15.6k pairs) and do not yet rank QQP candidates better than the cosine, so it is opt-in.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import io
+import logging
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +44,10 @@ from tokenlean_core.lexical import (
     wordset,
 )
 
+from .cross import CrossEncoderVerifier
+
 __all__ = [
+    "CrossEncoderVerifier",
     "Guard",
     "GuardDecision",
     "LearnedVerifier",
@@ -45,6 +56,7 @@ __all__ = [
     "pair_features",
 ]
 
+logger = logging.getLogger("tokenlean.cache")
 _DAYS = WEEKDAYS | RELATIVE_DAYS | {"weekend"}
 # Question kinds that ask for a different sort of answer: a person, a time, a place.
 _WH_STRICT = {"who": "person", "whom": "person", "whose": "person", "when": "time"}
@@ -257,13 +269,20 @@ class GuardDecision:
     reason: str | None = None
 
 
+Verifier = LearnedVerifier | CrossEncoderVerifier
+
+
 class Guard:
     """Verifies candidate hits. Both checks must pass.
 
     Args:
         lexical: Run :func:`lexical_conflict`.
-        verifier: A :class:`LearnedVerifier`; ``"default"`` loads the shipped MiniLM weights;
-            ``None`` turns the learned check off.
+        verifier: ``"default"`` or ``"mlp"`` (the shipped :class:`LearnedVerifier`),
+            ``"cross"`` (the shipped cross-encoder), a
+            :class:`~tokenlean_cache.cross.CrossEncoderVerifier` or :class:`LearnedVerifier`,
+            or ``None`` to turn the learned check off. The cross-encoder loads on the first
+            candidate it scores; if it cannot load (weights missing or malformed,
+            torch/transformers absent), the guard warns once and uses the MLP verifier instead.
         min_score: Minimum verifier score; defaults to the verifier's calibrated threshold.
         accept_distance: Candidates at most this cosine distance away skip the learned check
             (the lexical check still runs): near-verbatim rephrasings (case, punctuation) are
@@ -274,30 +293,102 @@ class Guard:
         self,
         *,
         lexical: bool = True,
-        verifier: LearnedVerifier | str | None = "default",
+        verifier: Verifier | str | None = "default",
         min_score: float | None = None,
         accept_distance: float = 0.02,
     ) -> None:
         if isinstance(verifier, str):
-            if verifier != "default":
-                raise TokenleanError("verifier must be 'default', None or a LearnedVerifier")
-            verifier = LearnedVerifier.load()
+            if verifier in ("default", "mlp"):
+                verifier = LearnedVerifier.load()
+            elif verifier == "cross":
+                verifier = CrossEncoderVerifier()
+            else:
+                raise TokenleanError(
+                    "verifier must be 'default', 'mlp', 'cross', None, a CrossEncoderVerifier "
+                    "or a LearnedVerifier"
+                )
+        if verifier is not None and not isinstance(
+            verifier, (LearnedVerifier, CrossEncoderVerifier)
+        ):
+            raise TokenleanError(
+                f"verifier must be a CrossEncoderVerifier or LearnedVerifier, got "
+                f"{type(verifier).__name__}"
+            )
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise TokenleanError(f"min_score must be in [0, 1], got {min_score}")
         if not 0.0 <= accept_distance <= 2.0:
             raise TokenleanError(f"accept_distance must be in [0, 2], got {accept_distance}")
         self.lexical = lexical
         self.accept_distance = accept_distance
-        self.verifier = verifier
-        self.min_score = (
-            min_score if min_score is not None else (verifier.threshold if verifier else 0.5)
-        )
+        self.verifier: Verifier | None = verifier
+        self._min_score = min_score
+        self._fallback_lock = threading.Lock()
+
+    @property
+    def min_score(self) -> float:
+        """The verifier score a candidate needs (the calibrated threshold unless overridden)."""
+        if self._min_score is not None:
+            return self._min_score
+        if self.verifier is None:
+            return 0.5
+        try:
+            return self.verifier.threshold
+        except Exception as exc:  # the cross-encoder could not load
+            self._fall_back(exc)
+            return self.min_score
+
+    def _fall_back(self, exc: BaseException) -> None:
+        """The cross-encoder failed to load: warn once and continue with the MLP verifier."""
+        with self._fallback_lock:
+            if not isinstance(self.verifier, CrossEncoderVerifier):
+                return
+            try:
+                fallback: LearnedVerifier | None = LearnedVerifier.load()
+            except Exception:  # pragma: no cover - the MLP weights ship with the package
+                fallback = None
+            what = "the MLP verifier" if fallback is not None else "the lexical check only"
+            warnings.warn(
+                f"cross-encoder guard unavailable ({type(exc).__name__}: {exc}); using {what}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            logger.warning("cross-encoder guard unavailable (%s); using %s", exc, what)
+            self.verifier = fallback
+
+    @property
+    def runs_model(self) -> bool:
+        """Whether checking a candidate may run a model forward pass (the cross-encoder)."""
+        return isinstance(self.verifier, CrossEncoderVerifier)
 
     def usable_with(self, embedder_name: str, dim: int | None) -> bool:
-        """Whether the learned verifier matches the embedder's vectors."""
+        """Whether the learned verifier can run with this embedder (the cross-encoder reads
+        texts, so always; the MLP verifier needs all-MiniLM-L6-v2 vectors)."""
         if self.verifier is None:
             return False
+        if isinstance(self.verifier, CrossEncoderVerifier):
+            return True
         return self.verifier.embedder in embedder_name and (dim is None or dim == self.verifier.dim)
+
+    def score(
+        self,
+        query: str,
+        candidate: str,
+        qv: npt.NDArray[np.float32] | None = None,
+        cv: npt.NDArray[np.float32] | None = None,
+    ) -> float | None:
+        """The learned verifier's score for one pair, or ``None`` when it cannot run."""
+        verifier = self.verifier
+        if isinstance(verifier, CrossEncoderVerifier):
+            try:
+                return verifier.score_text(query, candidate)
+            except Exception as exc:
+                self._fall_back(exc)
+                return self.score(query, candidate, qv, cv)
+        if verifier is not None and qv is not None and cv is not None:
+            if qv.shape[0] != verifier.dim:
+                return None
+            return verifier.score(qv, cv, query, candidate)
+        return None
 
     def check(
         self,
@@ -307,7 +398,7 @@ class Guard:
         cv: npt.NDArray[np.float32] | None = None,
         distance: float | None = None,
     ) -> GuardDecision:
-        """Verify one candidate. Vectors are needed for the learned check (skipped without)."""
+        """Verify one candidate. The MLP verifier needs the vectors (skipped without)."""
         pq, pc = _parse(query), _parse(candidate)
         if self.lexical:
             reason = _conflict(pq, pc)
@@ -315,11 +406,9 @@ class Guard:
                 return GuardDecision(False, None, reason)
         if distance is not None and distance <= self.accept_distance:
             return GuardDecision(True, None, None)
-        if self.verifier is not None and qv is not None and cv is not None:
-            if qv.shape[0] != self.verifier.dim:
-                return GuardDecision(True, None, None)
-            s = self.verifier.score(qv, cv, query, candidate)
-            if s < self.min_score:
-                return GuardDecision(False, s, "verifier")
-            return GuardDecision(True, s, None)
-        return GuardDecision(True, None, None)
+        s = self.score(query, candidate, qv, cv)
+        if s is None:
+            return GuardDecision(True, None, None)
+        if s < self.min_score:
+            return GuardDecision(False, s, "verifier")
+        return GuardDecision(True, s, None)

@@ -469,7 +469,9 @@ class EmbeddedStore(CacheStore):
             (``None``: unbounded).
         ivf_min: Rows from which a partition switches from exact search to the IVF index
             (``None``: always exact).
-        nprobe: IVF lists scored per search (more: higher recall, slower).
+        nprobe: IVF lists scored per search (more: higher recall, slower). At 8 (the default)
+            recall@1 against brute force on ~27k real MiniLM questions is 0.992 for queries
+            whose neighbour is at cosine >= 0.85 and 0.999 at >= 0.9 (16: 0.997 / 1.0).
         background_index: Build IVF indexes in a background thread (searches stay exact until
             the first build is in); ``False`` builds them inside the ``put`` that crosses the
             size.
@@ -484,7 +486,7 @@ class EmbeddedStore(CacheStore):
         *,
         max_entries: int | None = 100_000,
         ivf_min: int | None = 8192,
-        nprobe: int = 16,
+        nprobe: int = 8,
         background_index: bool = True,
     ) -> None:
         if max_entries is not None and max_entries < 1:
