@@ -35,9 +35,9 @@ llama.cpp (``llama_cpp.Llama``, greedy, ``max_tokens`` 32, 1 thread by default:
 chat model and a LlamaIndex LLM over the same generator, with a disk memo of prompt -> output
 under ``.cache/memory/`` so reruns are fast.
 
-    python benchmarks/memory.py --quick     # 3 no-LLM dialogues, 2 with the summariser, fitted
-                                            # settings from the constants below; ~10 s with the
-                                            # memo warm (a cold memo generates ~40 summaries)
+    python benchmarks/memory.py --quick     # 3 no-LLM dialogues, 1 with the summariser, fitted
+                                            # settings from the constants below; its summariser
+                                            # dialogue stops at 10 turns (45 s from a cold memo)
     nice -n 10 python benchmarks/memory.py  # fit, 400 no-LLM dialogues, 20 with the summariser
     # the committed results: the fit and the no-LLM run first, then the summariser sample
     nice -n 10 python benchmarks/memory.py --llm-dialogues 0 --out /tmp/fit.json
@@ -73,6 +73,7 @@ ROOT = HERE.parent
 DEFAULT_DATA = Path(os.environ.get("TOKENLEAN_DATA") or ROOT.parent / "shared" / "data")
 CACHE = ROOT / ".cache" / "memory"
 MEMO = CACHE / "smollm2-llamacpp-memo.jsonl"
+QUICK_LLM_TURNS = 10  # --quick: turns of its one summariser dialogue
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 COUNT_MODEL = "gpt-4o"
 SYSTEM = "You are a helpful assistant for reservations, bookings and everyday services."
@@ -102,16 +103,17 @@ def _gguf_path() -> Path:
 class SmolGenerator:
     """Greedy SmolLM2 generation (llama.cpp, in-process) from chat messages, memoised on disk."""
 
-    def __init__(self, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+    def __init__(self, max_new_tokens: int = MAX_NEW_TOKENS, memo: Path = MEMO) -> None:
         self.max_new_tokens = max_new_tokens
+        self.memo_path = memo
         self._memo: dict[str, str] = {}
         self._lock = threading.Lock()
         self._llm: Any = None
         self.calls = 0
         self.generated = 0
         self.seconds = 0.0
-        if MEMO.exists():
-            with MEMO.open(encoding="utf-8") as fh:
+        if memo.exists():
+            with memo.open(encoding="utf-8") as fh:
                 for line in fh:
                     try:
                         row = json.loads(line)
@@ -155,8 +157,8 @@ class SmolGenerator:
         self.seconds += time.perf_counter() - t0
         with self._lock:
             self._memo[key] = text
-            CACHE.mkdir(parents=True, exist_ok=True)
-            with MEMO.open("a", encoding="utf-8") as fh:
+            self.memo_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.memo_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"k": key, "v": text}) + "\n")
         return text
 
@@ -550,7 +552,12 @@ def _run_all(
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--quick", action="store_true", help="3 + 2 dialogues, no fit (< 60 s warm)")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 no-LLM dialogues + 1 with the summariser, no fit"
+    )
+    ap.add_argument(
+        "--memo", type=Path, default=MEMO, help="disk memo of summariser prompts -> outputs"
+    )
     ap.add_argument("--dialogues", type=int, default=REPORT_DIALOGUES, help="no-LLM run")
     ap.add_argument("--llm-dialogues", type=int, default=20, help="run with the summariser")
     ap.add_argument("--fit-dialogues", type=int, default=400)
@@ -567,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     report, fit_split = load_splits(args.data, args.min_turns)
     schema = schema_from(fit_split, CATEGORICAL_MAX_VALUES)
-    gen = SmolGenerator()
+    gen = SmolGenerator(memo=args.memo)
     grid: list[dict[str, Any]] = []
     if args.reuse_fit is not None:
         prev = json.loads(args.reuse_fit.read_text(encoding="utf-8"))
@@ -580,11 +587,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc, grid = fit(fit_split[: args.fit_dialogues], schema, gen)
     print(f"budget {rc.budget}, compact_under_budget {rc.compact_under_budget}", flush=True)
     n_plain = 3 if args.quick else args.dialogues
-    n_llm = 2 if args.quick else args.llm_dialogues
+    n_llm = 1 if args.quick else args.llm_dialogues
     print(f"no-LLM systems on {n_plain} report dialogues", flush=True)
     plain = _run_all(NO_LLM, report[:n_plain], rc, gen)
     print(f"all systems, summariser SmolLM2 (llama.cpp), on {n_llm} report dialogues", flush=True)
-    llm = _run_all(list(SYSTEMS), report[:n_llm], rc, gen)
+    llm_dialogues = report[:n_llm]
+    if args.quick:  # a first --quick run generates every summary (~1 s each): its first 10 turns
+        llm_dialogues = [{**d, "turns": d["turns"][:QUICK_LLM_TURNS]} for d in llm_dialogues]
+    llm = _run_all(list(SYSTEMS), llm_dialogues, rc, gen)
     out = {
         "data": {
             "file": "memory/sgd_dev.jsonl.gz",
@@ -608,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "content word with the summarised turns dropped; extension <= summary_max_tokens "
             "(budget // 5); sentences the built context already says not rendered",
             "mode": "quick" if args.quick else "full",
+            "quick_llm_turns": QUICK_LLM_TURNS if args.quick else None,
             "machine": f"{platform.machine()} {os.cpu_count()} cpus, "
             f"python {sys.version.split()[0]}",
             "new_generations": gen.calls,
