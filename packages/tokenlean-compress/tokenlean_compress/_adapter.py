@@ -31,4 +31,5 @@ def item_figures(item: CompressedItem, result: CompressionResult) -> dict[str, A
         "original_index": item.index,
         "method": result.method,
         "scorer": result.scorer,
+        "ranker": result.ranker,
     }

@@ -294,6 +294,7 @@ class DistilledScorer:
     """
 
     name = "distilled"
+    ranker_used = "minilm"  # documents ranked by MiniLM embedding similarity
 
     def __init__(
         self,

@@ -2,9 +2,11 @@
 
 ``method="longllmlingua"`` (default) is LongLLMLingua's question-aware coarse-to-fine compression:
 
-1. **coarse**: rank the documents by the question (log-likelihood of the question given each
-   document, after LongLLMLingua's restrictive prompt) and, when the budget is tight, drop the
-   lowest-ranked documents (the kept ones hold at most ``coarse_keep`` x the budget);
+1. **coarse**: rank the documents by the question (with the ``smollm2`` scorer: MiniLM
+   sentence-embedding similarity by default, or LongLLMLingua's log-likelihood of the question
+   given each document after its restrictive prompt with ``scorer_options={"ranker": "lm"}``)
+   and, when the budget is tight, drop the lowest-ranked documents (the kept ones hold at most
+   ``coarse_keep`` x the budget), so the fine level's model only reads the kept documents;
 2. **dynamic ratios**: every kept document gets its own keep ratio, higher for higher-ranked
    documents (linear in rank, spread ``dynamic_ratio``);
 3. **fine**: inside each document, drop the least important unprotected units (word + trailing
@@ -172,7 +174,9 @@ class CompressedItem:
 class CompressionResult:
     """The compressed context. ``items`` are in output order (by relevance when reordered) and
     exclude dropped documents; ``dropped`` lists those. ``ratio`` is original / compressed tokens.
-    ``error`` is set (and the texts are the originals) when compression failed."""
+    ``error`` is set (and the texts are the originals) when compression failed. ``ranker`` names
+    what ranked the documents at the coarse level (``"minilm"``, ``"bm25"``, ``"lm"``; None when
+    nothing was ranked)."""
 
     items: list[CompressedItem]
     original_tokens: int
@@ -183,6 +187,7 @@ class CompressionResult:
     scorer: str
     dropped: list[CompressedItem] = field(default_factory=list)
     error: str | None = None
+    ranker: str | None = None
 
     @property
     def texts(self) -> list[str]:
@@ -355,6 +360,7 @@ class Compressor:
             int(target_tokens) if target_tokens is not None else math.floor(total * (rate or 1.0))
         )
         question = question.strip() if question else None
+        ranker: str | None = None
         aware = cfg.method == "longllmlingua" and bool(question)
         live = [d for d in docs if d.units]
         if budget >= total or not live:
@@ -371,6 +377,7 @@ class Compressor:
                     f"scorer returned {relevance.shape} relevances for {len(live)} documents"
                 )
             relevance = np.where(np.isfinite(relevance), relevance, -1e9)
+            ranker = str(getattr(self.scorer, "ranker_used", None) or self.scorer_name)
         else:
             relevance = np.zeros(len(live))
         order = sorted(range(len(live)), key=lambda i: (-relevance[i], live[i].index))
@@ -411,7 +418,9 @@ class Compressor:
         for d in docs:
             if d.index not in keeps and d.index not in dropped:
                 keeps[d.index] = np.ones(len(d.units), dtype=bool)  # empty documents
-        return self._result(docs, keeps, dropped, start, reorder=aware and cfg.reorder)
+        return self._result(
+            docs, keeps, dropped, start, reorder=aware and cfg.reorder, ranker=ranker
+        )
 
     def _dynamic_weights(self, k: int) -> np.ndarray:
         """Per-rank multipliers of the keep ratio: 1 + d .. 1 - d, linear in rank."""
@@ -494,6 +503,7 @@ class Compressor:
         start: float,
         *,
         reorder: bool,
+        ranker: str | None = None,
     ) -> CompressionResult:
         items: list[CompressedItem] = []
         gone: list[CompressedItem] = []
@@ -520,6 +530,7 @@ class Compressor:
             method=self.config.method if self.config.backend == "tokenlean" else "llmlingua",
             scorer=self.scorer_name,
             dropped=gone,
+            ranker=ranker,
         )
 
     def _passthrough(self, texts: list[str], start: float, exc: BaseException) -> CompressionResult:
@@ -558,6 +569,7 @@ class Compressor:
                 detail={
                     "method": result.method,
                     "scorer": result.scorer,
+                    "ranker": result.ranker,
                     "count_model": cfg.count_model,
                     "original_tokens": result.original_tokens,
                     "compressed_tokens": result.compressed_tokens,
