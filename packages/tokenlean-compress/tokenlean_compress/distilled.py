@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenlean_core import MissingDependencyError, TokenleanError
+from tokenlean_core.lexical import STOPWORDS, wordset
 
 from .models import minilm_folder
 
@@ -41,74 +42,10 @@ logger = logging.getLogger("tokenlean.compress")
 HEAD_FILE = "distilled_head"
 FloatArray = npt.NDArray[np.float32]
 _WINDOW = 256  # encoder tokens per window (all-MiniLM-L6-v2 was trained at 256)
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "as",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "not",
-        "no",
-        "so",
-        "if",
-        "than",
-        "then",
-        "there",
-        "their",
-        "they",
-        "them",
-        "he",
-        "she",
-        "his",
-        "her",
-        "we",
-        "our",
-        "you",
-        "your",
-        "i",
-        "me",
-        "my",
-    ]
+# the stop words the shipped head was trained with (its question-overlap feature): core's list
+# without the modal verbs and a few prepositions it gained later; keep it exact or retrain
+_STOP = STOPWORDS - wordset(
+    "about can could into may might must over shall should under will would yes"
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from tokenlean_core import MissingDependencyError, TokenleanError
+from tokenlean_core.lexical import STOPWORDS
 
 __all__ = [
     "RESTRICTIVE_PROMPT",
@@ -298,86 +299,7 @@ def _load_lm(backend: Backend, n_ctx: int, n_threads: int | None) -> _CausalLM:
 # ---------------------------------------------------------------------------------------------
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "do",
-        "does",
-        "did",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "as",
-        "into",
-        "than",
-        "then",
-        "there",
-        "their",
-        "they",
-        "he",
-        "she",
-        "his",
-        "her",
-        "we",
-        "you",
-        "your",
-        "i",
-        "me",
-        "my",
-        "our",
-        "not",
-        "no",
-        "yes",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "shall",
-        "may",
-        "might",
-        "must",
-        "has",
-        "have",
-        "had",
-        "about",
-        "over",
-        "under",
-    ]
-)
+_STOP = STOPWORDS
 
 
 def _content_words(text: str) -> set[str]:

@@ -6,7 +6,7 @@ words that are capitalised without being names. They live here once, as plain da
 regular expressions (no framework, no third-party dependency).
 
 * Sets (``NEGATIONS``, ``MONTHS``, ``WEEKDAYS``, ``RELATIVE_DAYS``, ``WH_WORDS``,
-  ``FUNCTION_WORDS``) hold lowercase words; ``NUMBER_WORDS`` maps a number word to its value.
+  ``FUNCTION_WORDS``, ``STOPWORDS``) hold lowercase words; ``NUMBER_WORDS`` maps a number word to its value.
 * ``*_RE`` strings are regular-expression fragments (non-capturing groups, no flags) meant to be
   embedded in larger patterns compiled with ``re.I``; ``WORD`` and ``NUMBER`` are compiled.
 """
@@ -27,6 +27,7 @@ __all__ = [
     "ORDINAL_RE",
     "RELATIVE_DAYS",
     "RELATIVE_DAYS_RE",
+    "STOPWORDS",
     "WEEKDAYS",
     "WEEKDAYS_RE",
     "WH_WORDS",
@@ -100,6 +101,15 @@ WH_WORDS: tuple[str, ...] = ("what", "why", "how", "when", "where", "who", "whom
 FUNCTION_WORDS: frozenset[str] = wordset(
     "a an the i i'm i'd i'll i've we you he she it they me my our your their his her its "
     "this that these those"
+)
+
+#: English stop words: articles, pronouns, auxiliaries, prepositions, conjunctions and question
+#: words, i.e. what carries no content when matching a question's words against a text.
+STOPWORDS: frozenset[str] = wordset(
+    "a an the i me my we our you your he she it its they them their his her this that these "
+    "those and or but if so than then there as at by for from in into of on over to under "
+    "with about is are was were be been being do does did have has had can could may might "
+    "must shall should will would no not yes what when where which who whom whose why how"
 )
 
 MONTHS_RE = alternation(MONTHS)
