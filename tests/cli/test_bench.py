@@ -166,3 +166,57 @@ def test_bench_end_to_end_on_the_builtin_workload(tmp_path: Path) -> None:
     assert page.count("data:image/png;base64,") == 3
     png = page.split("data:image/png;base64,", 1)[1].split('"', 1)[0]
     assert base64.b64decode(png).startswith(b"\x89PNG")
+
+
+def _data_folder(root: Path) -> Path:
+    """A tiny folder laid out like ../shared/data: enough rows for the quick workload."""
+    import csv
+    import gzip
+
+    (root / "cache").mkdir(parents=True)
+    (root / "memory").mkdir()
+    (root / "compression").mkdir()
+    with open(root / "cache" / "banking77_test.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "category"])
+        for c in range(6):
+            for i in range(3):
+                w.writerow([f"question {i} about topic {c}?", f"topic_{c}"])
+    with gzip.open(root / "cache" / "qqp_pairs.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(12):
+            fh.write(json.dumps({"a": f"q{i} a?", "b": f"q{i} b?", "duplicate": i % 2 == 0}))
+            fh.write("\n")
+
+    def dialogue(n: int, user_turns: int, city: str) -> dict[str, object]:
+        turns: list[dict[str, object]] = []
+        for t in range(user_turns):
+            turns.append(
+                {"speaker": "USER", "utterance": f"turn {t} in {city}", "state": {"city": [city]}}
+            )
+            turns.append({"speaker": "SYSTEM", "utterance": f"reply {t}"})
+        return {"dialogue_id": f"d{n}", "services": ["x"], "turns": turns}
+
+    with gzip.open(root / "memory" / "sgd_dev.jsonl.gz", "wt", encoding="utf-8") as fh:
+        # d0 is long enough for the quick workload (10 user turns); d1, d2 are the "other" ones
+        fh.write(json.dumps(dialogue(0, 10, "Workloadville")) + "\n")
+        fh.write(json.dumps(dialogue(1, 3, "Lyon")) + "\n")
+        fh.write(json.dumps(dialogue(2, 3, "Oslo")) + "\n")
+    with gzip.open(root / "compression" / "nq_open_oracle.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(8):
+            ctx = {
+                "title": f"T{i}",
+                "text": f"answer{i} is here",
+                "hasanswer": True,
+                "isgold": True,
+            }
+            fh.write(json.dumps({"question": f"q{i}?", "answers": [f"answer{i}"], "ctxs": [ctx]}))
+            fh.write("\n")
+    return root
+
+
+def test_conversation_schema_comes_from_dialogues_outside_the_workload(tmp_path: Path) -> None:
+    wl = load_workload(_data_folder(tmp_path / "data"), quick=True, seed=0)
+    convs = {r.item_id for r in wl.requests if r.kind == "conversation"}
+    assert convs == {"d0"}
+    # the application's schema: slots and categorical values seen in d1 and d2 only
+    assert wl.conversation_slots == {"city": ("Lyon", "Oslo")}

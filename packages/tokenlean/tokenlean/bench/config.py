@@ -22,7 +22,7 @@ class BenchConfig:
     judge: str | None = None
     max_tokens: int = 48
     small_context: int = 512
-    memory_budget: int = 200
+    memory_budget: int = 100
     compress_rate: float = 0.25  # 4x: answer kept in 30/30 held-out NQ examples (compress.json)
     compress_scorer: str = "distilled"
     seed: int = 0

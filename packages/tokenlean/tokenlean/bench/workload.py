@@ -67,6 +67,9 @@ class Workload:
     conversation_system: str
     rag_system: str
     requests: list[Request]
+    #: the conversations' slot schema (slot -> its values when categorical), as an application
+    #: would declare it: built from the annotations of dialogues NOT in the workload
+    conversation_slots: dict[str, tuple[str, ...]] | None = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -90,6 +93,10 @@ class Sizes:
     #: session header, so only a canonicalising cache sees the repeat)
     repeats: int = 0
 
+
+#: a slot with at most this many distinct values in the schema's dialogues is categorical (its
+#: values are part of the schema), as in ``benchmarks/memory.py``
+CATEGORICAL_MAX_VALUES = 12
 
 QUICK = Sizes(4, 2, 4, 1, 10, 3, 3, repeats=4)
 FULL = Sizes(12, 3, 16, 4, 12, 12, 3, repeats=12)
@@ -240,15 +247,19 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
         s["item_id"] = f"s{i}"
 
     convs: list[list[dict[str, Any]]] = []
+    slot_values: dict[str, set[str]] = {}
     with gzip.open(path / FILES["conversation"], "rt", encoding="utf-8") as fh:
         for line in fh:
             d = json.loads(line)
-            if sum(t["speaker"] == "USER" for t in d["turns"]) >= sizes.max_user_turns:
+            long = sum(t["speaker"] == "USER" for t in d["turns"]) >= sizes.max_user_turns
+            if long and len(convs) < sizes.conversations:
                 convs.append(
                     _conversation_requests(d["dialogue_id"], d["turns"], sizes.max_user_turns)
                 )
-            if len(convs) >= sizes.conversations:
-                break
+                continue
+            for t in d["turns"]:  # every other dialogue: the application's slot schema
+                for slot, vals in (t.get("state") or {}).items():
+                    slot_values.setdefault(slot, set()).update(vals)
 
     rows: list[dict[str, Any]] = []
     with gzip.open(path / FILES["rag"], "rt", encoding="utf-8") as fh:
@@ -282,4 +293,8 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
         conversation_system=SGD_SYSTEM,
         rag_system=RAG_SYSTEM,
         requests=_interleave([support, *convs, rag], seed),
+        conversation_slots={
+            k: tuple(sorted(v)) if len(v) <= CATEGORICAL_MAX_VALUES else ()
+            for k, v in sorted(slot_values.items())
+        },
     )
