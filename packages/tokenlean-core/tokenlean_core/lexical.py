@@ -6,7 +6,8 @@ words that are capitalised without being names. They live here once, as plain da
 regular expressions (no framework, no third-party dependency).
 
 * Sets (``NEGATIONS``, ``MONTHS``, ``WEEKDAYS``, ``RELATIVE_DAYS``, ``WH_WORDS``,
-  ``FUNCTION_WORDS``, ``STOPWORDS``) hold lowercase words; ``NUMBER_WORDS`` maps a number word to its value.
+  ``FUNCTION_WORDS``, ``STOPWORDS``) hold lowercase words; ``NUMBER_WORDS`` maps a number word
+  to its value.
 * ``*_RE`` strings are regular-expression fragments (non-capturing groups, no flags) meant to be
   embedded in larger patterns compiled with ``re.I``; ``WORD`` and ``NUMBER`` are compiled.
 """
