@@ -422,7 +422,7 @@ def langchain_anchor(compressor: Any, fix: bool = True) -> Callable[[Example, fl
     from langchain_community.document_compressors import LLMLinguaCompressor
     from langchain_core.documents import Document
 
-    class _Stripped(LLMLinguaCompressor):
+    class _Stripped(LLMLinguaCompressor):  # type: ignore[misc,unused-ignore]  # Any without bench.txt
         @staticmethod
         def _format_context(docs: Sequence[Document]) -> list[str]:
             return [d.lstrip("\n") for d in LLMLinguaCompressor._format_context(docs)]
