@@ -7,7 +7,9 @@
 #   cbor2 (vllm.utils.hashing), openai-harmony (entrypoints/mcp/tool_server), msgspec
 #   (sampling_params), pybase64 (multimodal/media), uvloop (v1/utils), partial-json-parser
 #   (tool_parsers), xgrammar + its apache-tvm-ffi and llguidance (parser/abstract_parser,
-#   structured-output backends).
+#   structured-output backends), cachetools (utils/cache) and prometheus-client (metrics).
+# Found in a fresh clone's venv (runtime + dev requirements only): a venv with more packages
+# (bench.txt) hides missing ones.
 # triton is NOT needed: no module on the probe's path imports it (vllm/triton_utils/importing.py
 # checks find_spec("triton") and puts placeholders in its place); it would add 1 GB.
 # Everything else vLLM imports (pydantic, torch 2.13 CPU, tokenizers, prometheus client,
@@ -38,6 +40,8 @@ PKGS=(
   uvloop==0.23.0
   openai-harmony==0.0.8
   partial-json-parser==0.2.1.1.post7
+  cachetools==8.0.1     # vllm.utils.cache (multimodal cache, reached from sampling_params)
+  prometheus-client==0.26.0  # vllm's metrics modules (>=0.18.0)
   xgrammar==0.2.8       # vllm 0.33.0: xgrammar==0.2.8
   apache-tvm-ffi==0.1.15.post2
   llguidance==1.7.6     # vllm 0.33.0: >=1.7.0,<1.8.0
