@@ -249,6 +249,23 @@ def test_config_is_validated() -> None:
         MemoryConfig(budget_tokens=500, unknown=1)  # type: ignore[call-arg]
 
 
+def test_lean_profile_is_the_fitted_settings_and_takes_overrides() -> None:
+    cfg = MemoryConfig.lean()
+    assert (cfg.budget_tokens, cfg.max_recent_messages, cfg.memory_header) == (100, 2, "Memory:")
+    assert cfg.compact_under_budget and cfg.summary_max_tokens == 20
+    big = MemoryConfig.lean(400, model=MODEL, memory_header="Notes:")
+    assert (big.summary_max_tokens, big.state_max_tokens, big.model) == (80, 400, MODEL)
+    assert big.memory_header == "Notes:"
+    with pytest.raises(ValidationError):
+        MemoryConfig.lean(100, max_recent_messages=None)  # compact_under_budget needs the cap
+    # a long conversation: the lean memory keeps the latest turn and stays inside the budget
+    msgs = [*conversation(12, tool_every=0), {"role": "user", "content": "and the Berlin order?"}]
+    ctx = MemoryEngine(MemoryConfig.lean(120, model=MODEL), ledger=Ledger()).build(msgs)
+    assert ctx.tokens <= 120 < ctx.full_tokens
+    assert ctx.messages[-1].content == "and the Berlin order?"
+    assert ctx.memory_text.startswith("Memory:")
+
+
 # ------------------------------------------------------------------ summary merge and fallback
 
 

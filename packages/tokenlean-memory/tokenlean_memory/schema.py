@@ -107,6 +107,28 @@ class MemoryConfig(BaseModel):
     )
     record_savings: bool = True
 
+    @classmethod
+    def lean(cls, budget_tokens: int = 100, **overrides: Any) -> MemoryConfig:
+        """The lean profile: the settings ``benchmarks/memory.py`` fitted on Schema-Guided
+        Dialogue (its fit split) for the largest saving at high state recall.
+
+        Two verbatim recent messages, the structured state rendered compactly and used even when
+        the whole history would fit (``compact_under_budget``), summary extensions capped at a
+        fifth of the budget, state capped by the room left, and the short header ``"Memory:"``.
+        At 100 tokens it sent 62% fewer tokens than the full history with state recall 0.96 on
+        the report split. ``overrides`` replace any field (``model=...`` for the tokenizer).
+        """
+        settings: dict[str, Any] = {
+            "budget_tokens": budget_tokens,
+            "max_recent_messages": 2,
+            "summarize_min_messages": 4,
+            "summary_max_tokens": max(16, budget_tokens // 5),
+            "state_max_tokens": budget_tokens,
+            "compact_under_budget": True,
+            "memory_header": "Memory:",
+        }
+        return cls(**{**settings, **overrides})
+
     @model_validator(mode="after")
     def _compact_needs_cap(self) -> MemoryConfig:
         if self.compact_under_budget and self.max_recent_messages is None:

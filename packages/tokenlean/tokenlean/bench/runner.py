@@ -318,18 +318,10 @@ class Variant:
         if self.full:
             from tokenlean_memory import MemoryConfig, MemoryEngine, StateSchema
 
-            # the settings benchmarks/memory.py fitted on its fit split of SGD (none of the
-            # workload's dialogues): budget 100, compact state under budget, 2 recent messages
+            # the lean profile: the settings benchmarks/memory.py fitted on its fit split of SGD
+            # (none of the workload's dialogues), at --memory-budget (default 100, the fit's)
             self.memory = MemoryEngine(
-                MemoryConfig(
-                    budget_tokens=cfg.memory_budget,
-                    model=cfg.target_model,
-                    summary_max_tokens=max(16, cfg.memory_budget // 5),
-                    state_max_tokens=cfg.memory_budget,
-                    max_recent_messages=2,
-                    summarize_min_messages=4,
-                    compact_under_budget=True,
-                ),
+                MemoryConfig.lean(cfg.memory_budget, model=cfg.target_model),
                 ledger=self.ledger,
                 schema=(
                     StateSchema(slots={k: list(v) for k, v in wl.conversation_slots.items()})
