@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tokenlean.bench.workload import qqp_heldout_indices  # the held-out QQP TEST split
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 MEMO = ROOT / ".cache" / "cache-bench"
@@ -924,8 +926,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # QQP test split: the same permutation as train_guard.py; the guard never saw these pairs
     pairs = load_qqp(args.data)
-    perm = np.random.default_rng(0).permutation(len(pairs))
-    test = [pairs[int(i)] for i in perm[:n_test]]
+    test = [pairs[i] for i in qqp_heldout_indices(len(pairs), n_test)]
     dup: set[tuple[str, str]] = set()
     for p in pairs:
         if int(p["duplicate"]):

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from train_guard import TEST_PAIRS, duplicate_set, embed, load_pairs  # the same data, split
 
+from tokenlean.bench.workload import qqp_heldout_indices
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 MEMO = ROOT / ".cache" / "cache-bench"
@@ -57,7 +59,7 @@ def is_dev(p: dict[str, Any]) -> bool:
 def splits(pairs: list[dict[str, Any]]) -> tuple[list[int], list[int], list[int]]:
     """(test, train, dev) pair indices, in permutation order; no question crosses two splits."""
     perm = np.random.default_rng(0).permutation(len(pairs)).tolist()
-    test = perm[:TEST_PAIRS]
+    test = qqp_heldout_indices(len(pairs), TEST_PAIRS)
     test_q = {pairs[i]["a"] for i in test} | {pairs[i]["b"] for i in test}
     rest = [
         i for i in perm[TEST_PAIRS:] if pairs[i]["a"] not in test_q and pairs[i]["b"] not in test_q

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tokenlean.bench.workload import qqp_heldout_indices  # the held-out TEST split
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 MEMO = ROOT / ".cache" / "cache-bench"
@@ -56,7 +58,7 @@ def load_pairs(data: Path) -> list[dict[str, Any]]:
 def split(pairs: list[dict[str, Any]], n_train: int) -> tuple[list[int], list[int]]:
     """(test indices, train indices): disjoint, and no train pair shares a question with test."""
     perm = np.random.default_rng(0).permutation(len(pairs)).tolist()
-    test = perm[:TEST_PAIRS]
+    test = qqp_heldout_indices(len(pairs), TEST_PAIRS)
     test_q = {pairs[i]["a"] for i in test} | {pairs[i]["b"] for i in test}
     train = [
         i

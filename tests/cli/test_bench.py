@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tokenlean.bench import (
     load_workload,
     state_recall,
 )
+from tokenlean.bench import workload as workload_module
 from tokenlean.cli import cli
 
 
@@ -220,3 +222,23 @@ def test_conversation_schema_comes_from_dialogues_outside_the_workload(tmp_path:
     assert convs == {"d0"}
     # the application's schema: slots and categorical values seen in d1 and d2 only
     assert wl.conversation_slots == {"city": ("Lyon", "Oslo")}
+
+
+def test_paraphrase_pairs_come_from_the_pairs_the_guards_never_trained_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file larger than the held-out count: the workload must draw only held-out pairs
+    monkeypatch.setattr(workload_module, "QQP_HELDOUT", 10)
+    data = _data_folder(tmp_path / "data")
+    import gzip
+
+    with gzip.open(data / "cache" / "qqp_pairs.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(40):
+            fh.write(json.dumps({"a": f"q{i} a?", "b": f"q{i} b?", "duplicate": i % 2 == 0}))
+            fh.write("\n")
+    held = workload_module.qqp_heldout_indices(40)
+    assert len(set(held)) == 10 and held == workload_module.qqp_heldout_indices(40, 10)
+    wl = load_workload(data, quick=True, seed=0)
+    asked = {r.question for r in wl.requests if re.fullmatch(r"q\d+ [ab]\?", r.question)}
+    allowed = {f"q{i} {side}?" for i in held for side in "ab"}
+    assert asked and asked <= allowed
