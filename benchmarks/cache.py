@@ -221,8 +221,11 @@ def memo_embedder(memo: Memo) -> Any:
     return emb
 
 
-def cross_scores(verifier: Any, pairs: list[tuple[str, str]]) -> list[float]:
-    """Cross-encoder scores, memoised on disk per weights file (like the MiniLM vectors)."""
+def cross_scores(
+    verifier: Any, pairs: list[tuple[str, str]], sims: list[float] | None = None
+) -> list[float]:
+    """Cross-encoder scores (given the pairs' cosine similarities, as the engine gives them),
+    memoised on disk per weights file (like the MiniLM vectors)."""
     import hashlib
 
     from tokenlean_cache.cross import WEIGHTS
@@ -235,11 +238,19 @@ def cross_scores(verifier: Any, pairs: list[tuple[str, str]]) -> list[float]:
     tag = hashlib.sha256(raw).hexdigest()[:16]
     path = MEMO / f"cross_scores_{tag}.json"
     known: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
-    key = [f"{a}\x1f{b}" for a, b in pairs]
+    sim_of = sims if sims is not None else [None] * len(pairs)
+    key = [
+        f"{a}\x1f{b}\x1f{'' if x is None else f'{x:.6f}'}"
+        for (a, b), x in zip(pairs, sim_of, strict=True)
+    ]
     todo = list(dict.fromkeys(k for k in key if k not in known))
     if todo:
         print(f"  scoring {len(todo)} candidate pairs with the cross-encoder ...", flush=True)
-        got = verifier.score_pairs([tuple(k.split("\x1f", 1)) for k in todo])
+        parts = [k.split("\x1f", 2) for k in todo]
+        got = verifier.score_pairs(
+            [(a, b) for a, b, _ in parts],
+            similarities=[float(x) if x else None for _, _, x in parts],
+        )
         known.update(zip(todo, got, strict=True))
         path.write_text(json.dumps(known))
     return [known[k] for k in key]
@@ -304,8 +315,9 @@ def run_ours_quality(
             ]
         )
     flat = [(q, r[0]) for q, row in zip(queries, rows, strict=True) for r in row]
+    sims = [1.0 - r[1] for row in rows for r in row]
     t1 = time.perf_counter()
-    xs = iter(cross_scores(cross, flat))
+    xs = iter(cross_scores(cross, flat, sims))
     scoring_s = time.perf_counter() - t1
     cands = [[(*r, next(xs)) for r in row] for row in rows]
 

@@ -325,17 +325,29 @@ def calibrate(args: argparse.Namespace) -> int:
     t0 = time.time()
     got = verifier.score_pairs([(q, c) for _, q, c in todo])
     print(f"scored {len(todo)} dev candidates in {time.time() - t0:.0f} s", flush=True)
-    scores: list[float | None] = [None] * len(queries)
-    for (i, _, _), s in zip(todo, got, strict=True):
-        scores[i] = s
+    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     lab = [int(c == q or (q, c) in dup) for _, q, c in todo]
     cos = [1.0 - float(cand[i][1]) for i, _, _ in todo]  # type: ignore[index]
+    # the blend: logistic regression of the label on (cross-encoder logit, cosine), 3 numbers
+    # fitted on these DEV candidates (TEST is only ever scored by benchmarks/cache.py)
+    p = np.clip(np.asarray(got, np.float64), 1e-7, 1 - 1e-7)
+    x = np.column_stack([np.log(p / (1 - p)), np.asarray(cos)])
+    blend = None
+    if 0 < sum(lab) < len(lab) and not args.no_blend:
+        lr = LogisticRegression(C=100.0).fit(x, lab)
+        blend = np.asarray([lr.coef_[0][0], lr.coef_[0][1], lr.intercept_[0]], np.float32)
+        z = x @ blend[:2].astype(np.float64) + float(blend[2])
+        got = [float(v) for v in 1.0 / (1.0 + np.exp(-z))]
+    scores: list[float | None] = [None] * len(queries)
+    for (i, _, _), s in zip(todo, got, strict=True):
+        scores[i] = s
     aucs = (
         {
-            "cross_encoder": round(float(roc_auc_score(lab, got)), 4),
+            "cross_encoder": round(float(roc_auc_score(lab, x[:, 0])), 4),
             "cosine": round(float(roc_auc_score(lab, cos)), 4),
+            "shipped_score": round(float(roc_auc_score(lab, got)), 4),
         }
         if 0 < sum(lab) < len(lab)
         else {}
@@ -366,6 +378,9 @@ def calibrate(args: argparse.Namespace) -> int:
     data = np.load(args.ckpt, allow_pickle=False)
     arrays = {k: data[k] for k in data.files}
     arrays["threshold"] = np.float32(thr)
+    arrays.pop("blend", None)
+    if blend is not None:
+        arrays["blend"] = blend
     arrays["target_precision"] = np.float32(target)
     arrays["calibrated_on"] = np.asarray(
         f"{args.dev_slices} x {args.dev_pairs} DEV pairs (lenient precision)"
@@ -377,6 +392,7 @@ def calibrate(args: argparse.Namespace) -> int:
         "dev_duplicates": sum(positive),
         "dev_candidates_scored": len(todo),
         "dev_candidate_auc": aucs,
+        "blend_logit_cosine_bias": None if blend is None else [round(float(b), 4) for b in blend],
         "threshold": thr,
         "target_precision": target,
         "at_threshold_on_dev": best,
@@ -407,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from --ckpt's step")
     ap.add_argument("--dev-pairs", type=int, default=3000, help="pairs per DEV slice (= TEST)")
     ap.add_argument("--dev-slices", type=int, default=2)
+    ap.add_argument(
+        "--no-blend", action="store_true", help="ship the cross-encoder alone (no cosine blend)"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

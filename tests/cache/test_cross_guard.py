@@ -84,6 +84,7 @@ async def test_engine_with_minilm_and_cross_encoder(minilm: MiniLMEmbedder) -> N
         guard=Guard(verifier="cross"),
         ledger=Ledger(sinks=[MemorySink()]),
     )
+    assert engine.guard is not None and engine.guard.use_similarity  # MiniLM: blend applies
     engine.update(DIFFERENT_MEANING[0][1], "Visit a branch.", model="m")
     assert engine.lookup(DIFFERENT_MEANING[0][0], model="m") is None
     assert await engine.alookup(DIFFERENT_MEANING[0][0], model="m") is None  # off the loop
@@ -96,6 +97,11 @@ def test_cross_encoder_works_with_any_embedder_mlp_does_not() -> None:
     led = Ledger(sinks=[MemorySink()])
     c = SemanticCache(":memory:", embedder=toy_embed, guard=Guard(verifier="cross"), ledger=led)
     assert c.guard is not None and isinstance(c.guard.verifier, CrossEncoderVerifier)
+    # the cosine blend was fitted on MiniLM's scale: another embedder's similarity is not used,
+    # and the caller's guard object is left as it was
+    user_guard = Guard(verifier="cross")
+    c2 = SemanticCache(":memory:", embedder=toy_embed, guard=user_guard, ledger=led)
+    assert c2.guard is not None and not c2.guard.use_similarity and user_guard.use_similarity
     m = SemanticCache(":memory:", embedder=toy_embed, guard=Guard(verifier="mlp"), ledger=led)
     assert m.guard is not None and m.guard.verifier is None and m.guard.lexical
 
@@ -126,3 +132,38 @@ def test_malformed_weights_fall_back(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match="malformed"):
         assert g.min_score == LearnedVerifier.load().threshold
     assert isinstance(g.verifier, LearnedVerifier)
+
+
+def _with_blend(tmp_path: Path, blend: list[float]) -> str:
+    raw = importlib.resources.files("tokenlean_cache") / "data" / "guard_cross_minilm.npz"
+    data = np.load(Path(str(raw)), allow_pickle=False)
+    arrays = {k: data[k] for k in data.files if k != "blend"}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "blend.npz"
+    np.savez(path, **arrays, blend=np.asarray(blend, np.float32))
+    return str(path)
+
+
+@pytest.mark.models
+def test_blend_weighs_the_similarity_only_when_given(tmp_path: Path) -> None:
+    plain = CrossEncoderVerifier(_with_blend(tmp_path, [1.0, 0.0, 0.0]))
+    q, c = DUPLICATES[0]
+    base = plain.score_text(q, c)
+    assert plain.blends_similarity
+    assert plain.score_text(q, c, 0.9) == pytest.approx(base, abs=1e-6)  # w_sim 0: unchanged
+    tilted = CrossEncoderVerifier(_with_blend(tmp_path / "t", [1.0, 8.0, -4.0]))
+    high, low = tilted.score_text(q, c, 0.95), tilted.score_text(q, c, 0.40)
+    assert high > base > low  # logit + 8 * 0.95 - 4 > logit > logit + 8 * 0.40 - 4
+    assert tilted.score_text(q, c) == pytest.approx(base, abs=1e-6)  # no similarity: no blend
+    with pytest.raises(TokenleanError, match="similarities"):
+        tilted.score_pairs([(q, c)], similarities=[0.5, 0.5])
+    # the guard hands over the similarity from the distance it is given
+    g = Guard(verifier=tilted)
+    assert g.score(q, c, distance=0.05) == pytest.approx(high, abs=1e-6)
+
+
+@pytest.mark.models
+def test_malformed_blend_is_rejected(tmp_path: Path) -> None:
+    v = CrossEncoderVerifier(_with_blend(tmp_path, [1.0, 2.0]))
+    with pytest.raises(TokenleanError, match="blend"):
+        v.load()

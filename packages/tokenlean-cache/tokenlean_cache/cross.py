@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.resources
 import io
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -181,10 +182,15 @@ class CrossEncoderVerifier:
                 raise TokenleanError("malformed cross-encoder guard weights: no parameters")
             model.load_state_dict(state, strict=False)
             model.eval()
-            meta = {
+            meta: dict[str, Any] = {
                 "threshold": float(weights["threshold"]),
                 "max_length": max_length,
             }
+            if "blend" in weights:  # (w_logit, w_similarity, bias), fitted on DEV
+                blend = [float(x) for x in np.asarray(weights["blend"]).ravel()]
+                if len(blend) != 3 or not all(np.isfinite(blend)):
+                    raise TokenleanError("malformed cross-encoder guard weights: blend")
+                meta["blend"] = tuple(blend)
             got = (model, tokenizer, meta)
             _Shared.loaded[key] = got
             return got
@@ -196,38 +202,72 @@ class CrossEncoderVerifier:
             self._threshold = float(self.load()[2]["threshold"])
         return self._threshold
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
-        """P(same question) for each (query, candidate) pair."""
+    @property
+    def blends_similarity(self) -> bool:
+        """Whether the score also weighs the vector similarity (shipped weights fitted on DEV)."""
+        return "blend" in self.load()[2]
+
+    def score_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        similarities: Sequence[float | None] | None = None,
+    ) -> list[float]:
+        """P(same question) for each (query, candidate) pair.
+
+        With ``similarities`` (the pairs' cosine similarities) and blend weights in the shipped
+        file, the score is ``sigmoid(w1 * logit(p) + w2 * similarity + b)``: the cross-encoder's
+        reading of the words and the embedding's view of the whole question, combined.
+        """
         if not pairs:
             return []
+        if similarities is not None and len(similarities) != len(pairs):
+            raise TokenleanError(
+                f"{len(similarities)} similarities for {len(pairs)} pairs: give one per pair"
+            )
         import torch
 
         from .embeddings import _torch_threads
 
-        model, tokenizer, _meta = self.load()
-        out: list[float] = []
+        model, tokenizer, meta = self.load()
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        scores = [0.0] * len(pairs)
+        logits_out = [0.0] * len(pairs)
         ctx = _torch_threads(self.threads) if self.threads is not None else _nullcontext()
         with ctx, torch.inference_mode():
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
                 enc = tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
                 logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-                probs = torch.sigmoid(logits.float()).tolist()
-                for i, p in zip(idx, probs, strict=True):
-                    scores[i] = float(p)
-        out.extend(scores)
+                for i, z in zip(idx, logits.float().tolist(), strict=True):
+                    logits_out[i] = float(z)
+        blend = meta.get("blend")
+        out: list[float] = []
+        for i, z in enumerate(logits_out):
+            sim = similarities[i] if similarities is not None else None
+            if blend is not None and sim is not None:
+                z = blend[0] * z + blend[1] * float(sim) + blend[2]
+            out.append(_sigmoid(z))
         return out
 
-    def score_text(self, query: str, candidate: str) -> float:
-        """P(``query`` and ``candidate`` ask the same thing)."""
-        return self.score_pairs([(query, candidate)])[0]
+    def score_text(self, query: str, candidate: str, similarity: float | None = None) -> float:
+        """P(``query`` and ``candidate`` ask the same thing); ``similarity`` is their cosine
+        similarity when known (see :meth:`score_pairs`)."""
+        return self.score_pairs([(query, candidate)], similarities=[similarity])[0]
 
     def score(self, u: Any, v: Any, a: str, b: str) -> float:
         """:meth:`score_text` with :class:`~tokenlean_cache.guard.LearnedVerifier`'s signature
-        (the vectors ``u`` and ``v`` are not needed)."""
-        return self.score_text(a, b)
+        (the vectors give the similarity; they may be ``None``)."""
+        sim = None
+        if u is not None and v is not None:
+            sim = float(np.dot(np.asarray(u, np.float32), np.asarray(v, np.float32)))
+        return self.score_text(a, b, sim)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 class _nullcontext:

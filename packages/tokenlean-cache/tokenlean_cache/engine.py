@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import functools
 import hashlib
 import logging
@@ -39,6 +40,7 @@ from tokenlean_core import (
     normalize_messages,
 )
 
+from .cross import CrossEncoderVerifier
 from .embeddings import Embedder, as_embedder
 from .guard import Guard
 from .store import CacheStore, EmbeddedStore, Entry, StoreUnavailableError, Vector
@@ -283,6 +285,15 @@ class SemanticCache:
                 self.embedder.name,
             )
             guard = Guard(lexical=guard.lexical, verifier=None)
+            self.guard = guard
+        if (
+            guard is not None
+            and isinstance(guard.verifier, CrossEncoderVerifier)
+            and guard.use_similarity
+            and guard.verifier.embedder not in self.embedder.name
+        ):  # another embedder's cosines are on another scale than the blend was fitted on
+            guard = copy.copy(guard)
+            guard.use_similarity = False
             self.guard = guard
         self._ledger = ledger
         self._prepared: dict[tuple[Any, ...], PreparedQuery] = {}

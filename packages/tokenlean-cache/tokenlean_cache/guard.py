@@ -321,6 +321,9 @@ class Guard:
         self.lexical = lexical
         self.accept_distance = accept_distance
         self.verifier: Verifier | None = verifier
+        #: give the cross-encoder the pair's vector similarity (its blend weights were fitted
+        #: on MiniLM cosines: the cache turns this off for any other embedder)
+        self.use_similarity = True
         self._min_score = min_score
         self._fallback_lock = threading.Lock()
 
@@ -375,15 +378,26 @@ class Guard:
         candidate: str,
         qv: npt.NDArray[np.float32] | None = None,
         cv: npt.NDArray[np.float32] | None = None,
+        distance: float | None = None,
     ) -> float | None:
-        """The learned verifier's score for one pair, or ``None`` when it cannot run."""
+        """The learned verifier's score for one pair, or ``None`` when it cannot run.
+
+        ``distance`` (cosine distance, 0 = same direction) or the vectors give the cross-encoder
+        the pair's similarity when its shipped weights blend it in."""
         verifier = self.verifier
         if isinstance(verifier, CrossEncoderVerifier):
+            sim = None
+            if not self.use_similarity:
+                pass
+            elif qv is not None and cv is not None:
+                sim = float(np.dot(qv, cv))
+            elif distance is not None:
+                sim = 1.0 - float(distance)
             try:
-                return verifier.score_text(query, candidate)
+                return verifier.score_text(query, candidate, sim)
             except Exception as exc:
                 self._fall_back(exc)
-                return self.score(query, candidate, qv, cv)
+                return self.score(query, candidate, qv, cv, distance)
         if verifier is not None and qv is not None and cv is not None:
             if qv.shape[0] != verifier.dim:
                 return None
@@ -406,7 +420,7 @@ class Guard:
                 return GuardDecision(False, None, reason)
         if distance is not None and distance <= self.accept_distance:
             return GuardDecision(True, None, None)
-        s = self.score(query, candidate, qv, cv)
+        s = self.score(query, candidate, qv, cv, distance)
         if s is None:
             return GuardDecision(True, None, None)
         if s < self.min_score:
