@@ -134,8 +134,7 @@ def calibrate(
     }
     if guard is None:
         guard = Guard(verifier="default")
-    if guard.verifier is not None and not guard.usable_with(emb.name, emb.dim):
-        guard = Guard(lexical=guard.lexical, verifier=None)
+    guard = guard.for_embedder(emb.name, emb.dim)
     scores = []
     for a, b, _ in _progress(list(pairs), "guard", progress or sys.stderr, progress is not None):
         d = 1.0 - float(np.dot(vecs[a], vecs[b]))
@@ -146,7 +145,7 @@ def calibrate(
         if not dec.accepted:
             scores.append(-1.0)
         elif guard.verifier is not None:
-            scores.append(guard.verifier.score(vecs[a], vecs[b], a, b))
+            scores.append(float(guard.score(a, b, vecs[a], vecs[b], d) or 0.0))
         else:
             scores.append(1.0 - d)  # lexical only: rank by similarity
     s = np.asarray(scores)

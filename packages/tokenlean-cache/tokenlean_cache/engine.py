@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import functools
 import hashlib
 import logging
@@ -40,7 +39,6 @@ from tokenlean_core import (
     normalize_messages,
 )
 
-from .cross import CrossEncoderVerifier
 from .embeddings import Embedder, as_embedder
 from .guard import Guard
 from .store import CacheStore, EmbeddedStore, Entry, StoreUnavailableError, Vector
@@ -272,29 +270,9 @@ class SemanticCache:
             if guard != "default":
                 raise TokenleanError(f"guard must be 'default', a Guard or None, got {guard!r}")
             guard = Guard(verifier="default")
-        self.guard = guard
-        if (
-            guard is not None
-            and guard.verifier is not None
-            and not guard.usable_with(self.embedder.name, self.embedder.dim)
-        ):
-            logger.info(
-                "the learned guard was trained on %s vectors; with embedder %s only the "
-                "lexical check runs",
-                guard.verifier.embedder,
-                self.embedder.name,
-            )
-            guard = Guard(lexical=guard.lexical, verifier=None)
-            self.guard = guard
-        if (
-            guard is not None
-            and isinstance(guard.verifier, CrossEncoderVerifier)
-            and guard.use_similarity
-            and guard.verifier.embedder not in self.embedder.name
-        ):  # another embedder's cosines are on another scale than the blend was fitted on
-            guard = copy.copy(guard)
-            guard.use_similarity = False
-            self.guard = guard
+        self.guard = (
+            guard.for_embedder(self.embedder.name, self.embedder.dim) if guard is not None else None
+        )
         self._ledger = ledger
         self._prepared: dict[tuple[Any, ...], PreparedQuery] = {}
         self._partitions: dict[tuple[Any, ...], str] = {}

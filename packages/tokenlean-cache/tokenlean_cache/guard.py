@@ -20,6 +20,7 @@ are close. The guard looks at both texts of a candidate pair:
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.resources
 import io
@@ -371,6 +372,27 @@ class Guard:
         if isinstance(self.verifier, CrossEncoderVerifier):
             return True
         return self.verifier.embedder in embedder_name and (dim is None or dim == self.verifier.dim)
+
+    def for_embedder(self, embedder_name: str, dim: int | None) -> Guard:
+        """This guard as it can run beside this embedder: itself when it fits; otherwise a copy
+        (the caller's object is never changed) with the lexical check only (the MLP verifier
+        needs all-MiniLM-L6-v2 vectors), or with the cross-encoder not given similarities (its
+        blend weights were fitted on MiniLM cosines)."""
+        if self.verifier is None:
+            return self
+        if not self.usable_with(embedder_name, dim):
+            logger.info(
+                "the learned guard was trained on %s vectors; with embedder %s only the "
+                "lexical check runs",
+                self.verifier.embedder,
+                embedder_name,
+            )
+            return Guard(lexical=self.lexical, verifier=None, accept_distance=self.accept_distance)
+        if self.use_similarity and self.verifier.embedder not in embedder_name:
+            other = copy.copy(self)
+            other.use_similarity = False
+            return other
+        return self
 
     def score(
         self,
