@@ -136,6 +136,13 @@ def score_hits(
     return out
 
 
+#: cosine thresholds swept: 0.01 apart up to 0.90, 0.001 apart above (where precision >= 0.9 is)
+COS_GRID = sorted(
+    {round(float(x), 3) for x in np.arange(0.5, 0.9, 0.01)}
+    | {round(float(x), 3) for x in np.arange(0.9, 1.0001, 0.001)}
+)
+
+
 def curve(
     decide: Callable[[float], list[str | None]],
     thresholds: list[float],
@@ -355,7 +362,7 @@ def run_ours_quality(
         {round(x, 3) for x in np.linspace(0.05, 0.995, 60)}
         | {round(guard.min_score, 4), round(cross.threshold, 4)}
     )
-    cos_grid = [round(x, 3) for x in np.arange(0.5, 1.0001, 0.01)]
+    cos_grid = COS_GRID
     full = curve(lambda t: decide(t, which=3), score_grid, queries, positive, correct, strict)
     cross_curve = curve(decide, score_grid, queries, positive, correct, strict)
     cross_only = curve(
@@ -426,7 +433,7 @@ def run_cosine_quality(
     def decide(t: float) -> list[str | None]:
         return [stored[int(j)] if b >= t else None for j, b in zip(nn, best, strict=True)]
 
-    grid = [round(x, 3) for x in np.arange(0.5, 1.0001, 0.01)]
+    grid = COS_GRID
     pts = curve(decide, grid, queries, positive, correct)
     defaults = {
         "redisvl SemanticCache (cos >= 0.90)": score_hits(decide(0.90), queries, positive, correct),
