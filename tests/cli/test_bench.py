@@ -242,3 +242,23 @@ def test_paraphrase_pairs_come_from_the_pairs_the_guards_never_trained_on(
     asked = {r.question for r in wl.requests if re.fullmatch(r"q\d+ [ab]\?", r.question)}
     allowed = {f"q{i} {side}?" for i in held for side in "ab"}
     assert asked and asked <= allowed
+
+
+def test_each_part_of_the_workload_is_drawn_from_its_own_random_stream(tmp_path: Path) -> None:
+    import gzip
+
+    data = _data_folder(tmp_path / "data")
+
+    def parts() -> tuple[list[str], list[str]]:
+        wl = load_workload(data, quick=True, seed=0)
+        rag = [r.question for r in wl.requests if r.kind == "rag"]
+        bank = [r.question for r in wl.requests if r.kind == "support" and "topic" in r.question]
+        return rag, bank
+
+    before = parts()
+    with gzip.open(data / "cache" / "qqp_pairs.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for i in range(30):  # other paraphrase data: only the paraphrase part may change
+            fh.write(json.dumps({"a": f"x{i} a?", "b": f"x{i} b?", "duplicate": i % 3 == 0}))
+            fh.write("\n")
+    rag, bank = parts()
+    assert rag == before[0] and sorted(bank) == sorted(before[1])

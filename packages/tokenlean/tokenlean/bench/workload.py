@@ -225,7 +225,11 @@ def _builtin(quick: bool, seed: int) -> Workload:
 
 
 def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
-    rng = random.Random(seed)
+    # one random stream per part of the workload: changing how one part is drawn (or its data)
+    # never redraws another part
+    rng = random.Random(f"tokenlean-bench:{seed}:support")
+    rng_qqp = random.Random(f"tokenlean-bench:{seed}:qqp")
+    rng_rag = random.Random(f"tokenlean-bench:{seed}:rag")
     by_cat: dict[str, list[str]] = defaultdict(list)
     with open(path / FILES["support"], encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -245,7 +249,7 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
     for i in qqp_heldout_indices(len(qqp)):
         (dup if qqp[i]["duplicate"] else non).append(qqp[i])
     n_dup = sizes.qqp_pairs // 2
-    pairs = rng.sample(dup, n_dup) + rng.sample(non, sizes.qqp_pairs - n_dup)
+    pairs = rng_qqp.sample(dup, n_dup) + rng_qqp.sample(non, sizes.qqp_pairs - n_dup)
     rng.shuffle(support)
     for original in rng.sample(support, min(sizes.repeats, len(support))):
         i = support.index(original)
@@ -257,9 +261,9 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
             "question": p["b"].strip(),
             "group": f"qqp{k}a" if p["duplicate"] else f"qqp{k}b",
         }
-        i = rng.randrange(len(support) + 1)
+        i = rng_qqp.randrange(len(support) + 1)
         support.insert(i, first)
-        support.insert(rng.randrange(i + 1, len(support) + 1), second)
+        support.insert(rng_qqp.randrange(i + 1, len(support) + 1), second)
     for i, s in enumerate(support):
         s["item_id"] = f"s{i}"
 
@@ -282,7 +286,7 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
     with gzip.open(path / FILES["rag"], "rt", encoding="utf-8") as fh:
         for line, _ in zip(fh, range(400), strict=False):
             rows.append(json.loads(line))
-    picked = rng.sample(range(len(rows)), sizes.rag)
+    picked = rng_rag.sample(range(len(rows)), sizes.rag)
     rag: list[dict[str, Any]] = []
     for n, i in enumerate(picked):
         row = rows[i]
@@ -290,11 +294,11 @@ def _shared(path: Path, sizes: Sizes, seed: int) -> Workload:
         others = [j for j in range(len(rows)) if j != i]
         distract = [
             (c["title"], c["text"], False)
-            for j in rng.sample(others, sizes.distractors)
+            for j in rng_rag.sample(others, sizes.distractors)
             for c in rows[j]["ctxs"][:1]
         ]
         passages = distract + gold
-        rng.shuffle(passages)
+        rng_rag.shuffle(passages)
         rag.append(
             {
                 "kind": "rag",
