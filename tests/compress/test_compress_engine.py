@@ -268,3 +268,30 @@ def test_public_api_is_pinned() -> None:
         "split_units",
     }
     assert all(hasattr(tokenlean_compress, name) for name in tokenlean_compress.__all__)
+
+
+def test_a_name_in_brackets_is_kept_or_dropped_whole() -> None:
+    from tokenlean_compress.engine import _name_groups
+
+    units = split_units('Steve marries Barbara Harper (Beverly Garland), and "Dodie Lyn" too.')
+    texts = [[units[i].text.strip() for i in g] for g in _name_groups(units)]
+    assert ["(Beverly", "Garland),"] in texts  # one group, not "(Beverly" alone
+    assert ["Barbara", "Harper"] in texts and ['"Dodie', 'Lyn"'] in texts
+    assert ["Steve"] in texts  # a bracket opens a new name: not joined to the word before
+
+    # through the engine: whatever the scores, the bracketed name is never split
+    class FavoursFirstName:  # a WordScorer that loves "(Beverly" and ignores "Garland)"
+        name = "first-name"
+
+        def score_units(
+            self, docs: Sequence[Sequence[str]], question: str | None
+        ) -> list[np.ndarray]:
+            return [np.asarray([5.0 if "Beverly" in u else 0.0 for u in d]) for d in docs]
+
+        def rank_documents(self, docs: Sequence[str], question: str) -> np.ndarray:
+            return np.ones(len(docs))
+
+    doc = "Barbara Harper (Beverly Garland) was his wife. " + "Filler words follow here. " * 12
+    out = _compressor(scorer=FavoursFirstName(), rate=0.3).compress([doc], question="wife?")
+    text = out.items[0].text
+    assert ("Beverly" in text) == ("Garland" in text), text

@@ -208,6 +208,7 @@ class _Doc:
 
 
 _NAME_BREAK = ".,;:!?)]}\"'"
+_NAME_OPEN = "([{\"'\u201c\u2018"
 
 
 def _name_groups(units: Sequence[Unit]) -> list[list[int]]:
@@ -216,8 +217,10 @@ def _name_groups(units: Sequence[Unit]) -> list[list[int]]:
     prev_open = False  # the previous unit is a capitalised word that may continue a name
     for i, unit in enumerate(units):
         word = unit.text.strip()
-        capital = not unit.protected and word[:1].isupper()
-        if capital and prev_open and groups:
+        # "(Beverly" opens a name as "Beverly" does: the name inside brackets or quotes is one
+        # group ("(Beverly Garland)"), never split into a kept and a dropped half
+        capital = not unit.protected and word.lstrip(_NAME_OPEN)[:1].isupper()
+        if capital and prev_open and groups and word[:1] not in _NAME_OPEN:
             groups[-1].append(i)
         else:
             groups.append([i])
