@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tokenlean_cache import EmbeddedStore, Guard, LearnedVerifier, SemanticCache, lexical_conflict
+from tokenlean_cache.guard import _DAYS, _STOP_CAPS, _parse, _Parsed, _wh, _words, pair_features
 from tokenlean_core import Ledger, MemorySink
+from tokenlean_core.lexical import MONTHS, count_negations, numbers
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,102 @@ def test_shipped_verifier_loads_and_scores() -> None:
     w /= np.linalg.norm(w)
     s_diff = v.score(u, w, "How do I learn Python?", "Where is the nearest bakery?")
     assert 0.0 <= s_diff < s_same <= 1.0
+
+
+def test_verifier_fast_path_matches_the_plain_network() -> None:
+    """``score`` (standardisation folded into the first layer, no feature concatenation) and the
+    batch ``score_features`` both equal the network as stored: standardise, layers, logistic."""
+    v = LearnedVerifier.load()
+    rng = np.random.default_rng(1)
+    pairs = [
+        ("How do I learn Python?", "What is the best way to learn Python?"),
+        ("Flights from Paris to London on 3 May", "Flights from London to Paris on May 3"),
+        ("Why don't cats like water?", "Why do cats like water?"),
+    ]
+    rows, fast = [], []
+    for a, b in pairs:
+        u, w = (rng.normal(size=384).astype(np.float32) for _ in range(2))
+        u /= np.linalg.norm(u)
+        w = 0.7 * u + 0.3 * w / np.linalg.norm(w)
+        w /= np.linalg.norm(w)
+        x = pair_features(u, w, a, b)
+        h = (x[None, :] - v.mean) / v.scale
+        for i, (wi, bi) in enumerate(v.layers):
+            h = h @ wi + bi
+            if i < len(v.layers) - 1:
+                h = np.maximum(h, 0.0)
+        rows.append(x)
+        fast.append(v.score(u, w, a, b))
+        assert fast[-1] == pytest.approx(float(1.0 / (1.0 + np.exp(-h[0, 0]))), abs=1e-5)
+    assert np.allclose(v.score_features(np.stack(rows)), fast, atol=1e-5)
+
+
+def _parse_reference(text: str) -> _Parsed:
+    """The parser spelled out word by word with core's helpers (the fast one must agree)."""
+    words = _words(text)
+    lower = [w.lower() for w in words]
+    entities = []
+    for i, w in enumerate(words):
+        if w.lower() in _STOP_CAPS:
+            continue
+        capitalised = i > 0 and w[:1].isupper()
+        mixed = any(c.isupper() for c in w[1:]) and not w.isupper()
+        acronym = w.isupper() and len(w) >= 2 and w.isalpha()
+        if capitalised or mixed or acronym:
+            entities.append(w.lower())
+    return _Parsed(
+        words=frozenset(lower),
+        numbers=numbers(text, words),
+        negations=count_negations(words),
+        entities=tuple(entities),
+        months=frozenset(w for w in lower if w in MONTHS and w != "may"),
+        days=frozenset(w for w in lower if w in _DAYS),
+        wh=_wh(words),
+        length=len(words),
+    )
+
+
+_words_alphabet = st.sampled_from(
+    [
+        "How",
+        "Why",
+        "When",
+        "who",
+        "Paris",
+        "london",
+        "USA",
+        "iPhone",
+        "don't",
+        "can’t",
+        "never",
+        "not",
+        "three",
+        "3",
+        "1,000",
+        "2nd",
+        "10%",
+        "May",
+        "may",
+        "june",
+        "Tuesday",
+        "weekend",
+        "tomorrow",
+        "İstanbul",
+        "ǅemal",
+        "STRASSE",
+        "straße",
+        "ϒ",
+        "٣",
+        "I",
+        "the",
+    ]
+)
+
+
+@given(st.lists(_words_alphabet, max_size=14).map(" ".join) | st.text(max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_fast_parse_agrees_with_the_word_by_word_reference(text: str) -> None:
+    assert _parse.__wrapped__(text) == _parse_reference(text)
 
 
 def test_guard_without_matching_embedder_keeps_lexical_only() -> None:

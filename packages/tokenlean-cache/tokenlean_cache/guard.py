@@ -15,7 +15,13 @@ are close. The guard looks at both texts of a candidate pair:
   split of the Quora Question Pairs (``benchmarks/train_cross_guard.py``). It reads texts, so it
   works whatever embedder the cache uses; when its weights or torch cannot load, the guard warns
   once and falls back to :class:`LearnedVerifier`. The shipped weights come from a short CPU run
-  (15.6k pairs) and do not yet rank QQP candidates better than the cosine, so it is opt-in.
+  and, with the pair's cosine blended in, rank held-out QQP candidates only a little better than
+  the cosine alone (DEV AUC 0.840 against 0.832) at about one query embedding's cost per
+  candidate, so it is opt-in.
+
+Every lookup that finds a candidate runs the lexical check, so :func:`_parse` is kept to set
+operations and one regular-expression pass per text, and the MLP is one matrix product per
+pair (its input standardisation is folded into the first layer).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import functools
 import importlib.resources
 import io
 import logging
+import math
+import re
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,12 +44,13 @@ import numpy.typing as npt
 from tokenlean_core import TokenleanError
 from tokenlean_core.lexical import (
     MONTHS,
+    NEGATIONS,
+    NUMBER,
+    NUMBER_WORDS,
     RELATIVE_DAYS,
     WEEKDAYS,
     WH_WORDS,
     WORD,
-    count_negations,
-    numbers,
     wordset,
 )
 
@@ -62,6 +71,10 @@ _DAYS = WEEKDAYS | RELATIVE_DAYS | {"weekend"}
 # Question kinds that ask for a different sort of answer: a person, a time, a place.
 _WH_STRICT = {"who": "person", "whom": "person", "whose": "person", "when": "time"}
 _WH_STRICT["where"] = "place"
+_WH_SET = frozenset(WH_WORDS)
+_DIGIT = re.compile(r"\d")
+_NUMBER_WORD_SET = frozenset(NUMBER_WORDS)
+_MAY = frozenset({"may"})
 # Capitalised words that are not entities: interrogatives, auxiliaries, function words.
 _STOP_CAPS = frozenset(WH_WORDS) | wordset(
     "i is are was were do does did can could should would will the a an in on at of for to "
@@ -73,19 +86,12 @@ def _words(text: str) -> list[str]:
     return WORD.findall(text)
 
 
-def _entities(words: list[str]) -> list[str]:
-    """Capitalised or mixed-case words not at the start of the text, lowercased, in order."""
-    out: list[str] = []
-    for i, w in enumerate(words):
-        low = w.lower()
-        if low in _STOP_CAPS:
-            continue
-        capitalised = i > 0 and w[:1].isupper()
-        mixed = any(c.isupper() for c in w[1:]) and not w.isupper()
-        acronym = w.isupper() and len(w) >= 2 and w.isalpha()  # USA, SQL
-        if capitalised or mixed or acronym:
-            out.append(low)
-    return out
+def _is_entity(w: str, i: int) -> bool:
+    """Capitalised (not first), mixed-case (iPhone) or an acronym (USA, SQL)."""
+    capitalised = i > 0 and w[:1].isupper()
+    mixed = any(c.isupper() for c in w[1:]) and not w.isupper()
+    acronym = w.isupper() and len(w) >= 2 and w.isalpha()
+    return capitalised or mixed or acronym
 
 
 def _wh(words: list[str]) -> str | None:
@@ -96,8 +102,7 @@ def _wh(words: list[str]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     words: frozenset[str]
     numbers: frozenset[str]
     negations: int
@@ -110,16 +115,39 @@ class _Parsed:
 
 @functools.lru_cache(maxsize=65_536)
 def _parse(text: str) -> _Parsed:
+    """Everything the lexical check and features need from one text (this runs on every lookup
+    that reaches the guard: set operations in C rather than a Python pass per word)."""
     words = _words(text)
     lower = [w.lower() for w in words]
+    vocab = frozenset(lower)
+    found = (
+        {m.group(0).lower().rstrip("%").replace(",", "") for m in NUMBER.finditer(text)}
+        if _DIGIT.search(text)
+        else set()
+    )
+    found.update(str(NUMBER_WORDS[w]) for w in vocab & _NUMBER_WORD_SET)
+    negations = 0
+    if vocab & NEGATIONS or "n't" in text or "n\u2019t" in text:
+        for low in lower:
+            neg = low.replace("\u2019", "'") if "\u2019" in low else low
+            if neg in NEGATIONS or neg.endswith("n't"):
+                negations += 1
+    wh = next((low for low in lower[:6] if low in _WH_SET), None)
+    entities = [
+        low
+        for i, (w, low) in enumerate(zip(words, lower, strict=True))
+        if not w.islower()
+        and low not in _STOP_CAPS
+        and ((i > 0 and w[:1].isupper()) or _is_entity(w, i))
+    ]
     return _Parsed(
-        words=frozenset(lower),
-        numbers=numbers(text, words),
-        negations=count_negations(words),
-        entities=tuple(_entities(words)),
-        months=frozenset(w for w in lower if w in MONTHS and w != "may"),
-        days=frozenset(w for w in lower if w in _DAYS),
-        wh=_wh(words),
+        words=vocab,
+        numbers=frozenset(found),
+        negations=negations,
+        entities=tuple(entities),
+        months=(vocab & MONTHS) - _MAY,
+        days=vocab & _DAYS,
+        wh=wh,
         length=len(words),
     )
 
@@ -229,6 +257,14 @@ class LearnedVerifier:
         if not self.layers:
             raise TokenleanError("malformed guard weights: no layers")
         self.dim = (self.mean.shape[0] - 1 - N_LEXICAL) // 2
+        if self.layers[0][0].shape[0] != self.mean.shape[0] or self.scale.shape != self.mean.shape:
+            raise TokenleanError("malformed guard weights: feature sizes disagree")
+        # the standardisation folded into the first layer: (x - mean) / scale @ W0 + b0
+        # == x @ (W0 / scale) + (b0 - (mean / scale) @ W0); one matrix product per pair
+        w0, b0 = self.layers[0]
+        scale = np.where(self.scale == 0.0, 1.0, self.scale).astype(np.float32)
+        self._w0 = np.ascontiguousarray(w0 / scale[:, None], dtype=np.float32)
+        self._b0 = (b0 - (self.mean / scale) @ w0).astype(np.float32)
 
     @classmethod
     def load(cls, path: str | None = None) -> LearnedVerifier:
@@ -244,11 +280,9 @@ class LearnedVerifier:
 
     def score_features(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Scores for a batch of :func:`pair_features` rows."""
-        h = (np.atleast_2d(x) - self.mean) / self.scale
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
+        h = np.atleast_2d(x).astype(np.float32, copy=False) @ self._w0 + self._b0
+        for w, b in self.layers[1:]:
+            h = np.maximum(h, 0.0) @ w + b
         z = np.clip(h[:, 0], -40.0, 40.0)
         out: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
         return out
@@ -257,7 +291,18 @@ class LearnedVerifier:
         self, u: npt.NDArray[np.float32], v: npt.NDArray[np.float32], a: str, b: str
     ) -> float:
         """P(``a`` and ``b`` ask the same thing)."""
-        return float(self.score_features(pair_features(u, v, a, b))[0])
+        d = self.dim
+        x = np.empty(2 * d + 1 + N_LEXICAL, dtype=np.float32)
+        np.subtract(u, v, out=x[:d])
+        np.abs(x[:d], out=x[:d])
+        np.multiply(u, v, out=x[d : 2 * d])
+        x[2 * d] = float(np.dot(u, v))
+        x[2 * d + 1 :] = lexical_features(a, b)
+        h = x @ self._w0 + self._b0
+        for w, bias in self.layers[1:]:
+            h = np.maximum(h, 0.0) @ w + bias
+        z = min(40.0, max(-40.0, float(h[0])))
+        return 1.0 / (1.0 + math.exp(-z))
 
 
 @dataclass(frozen=True)
