@@ -161,6 +161,20 @@ def test_guard_without_matching_embedder_keeps_lexical_only() -> None:
     assert c.guard is not None and c.guard.verifier is None and c.guard.lexical
 
 
+def test_storing_an_entry_parses_its_question_so_a_hit_parses_only_the_query() -> None:
+    c = SemanticCache(
+        ":memory:", embedder=toy_embed, guard="default", ledger=Ledger(sinks=[MemorySink()])
+    )
+    stored, query = "How do I reset my online banking password?", "how do I reset my password?"
+    _parse.cache_clear()
+    c.update(stored, "Use the reset link.", model="m")
+    assert _parse.cache_info().currsize == 1
+    hit = c.lookup(query, model="m", max_distance=0.5)
+    assert hit is not None and not hit.exact and hit.payload == "Use the reset link."
+    info = _parse.cache_info()
+    assert (info.misses, info.hits) == (2, 1)  # stored question (at update), query; then a hit
+
+
 _text = st.one_of(
     st.text(max_size=200),
     st.text(

@@ -598,6 +598,8 @@ class SemanticCache:
         ttl = self.config.ttl_s if ttl_s is None else ttl_s
         if ttl is not None and not ttl > 0:
             raise TokenleanError(f"ttl_s must be > 0, got {ttl!r}")
+        if self.guard is not None:  # a later hit on this entry then parses only the query
+            self.guard.prime(q.question)
         now = time.time()
         return Entry(
             key=q.key,

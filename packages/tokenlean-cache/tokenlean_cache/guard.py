@@ -471,6 +471,11 @@ class Guard:
             return verifier.score(qv, cv, query, candidate)
         return None
 
+    def prime(self, text: str) -> None:
+        """Parse ``text`` ahead of its first check (the engine does this when it stores an
+        entry, so a later hit on that entry parses only the query)."""
+        _parse(text)
+
     def check(
         self,
         query: str,
